@@ -31,11 +31,13 @@ run_scripts() { # DIR: every *.sh is one check
   done
 }
 need_root() { [ "$(id -u)" = 0 ] || { say "FATAL: the $tier tier needs root (network namespaces, XFRM)"; echo "TIER $tier: 0 passed, 1 failed"; exit 1; }; }
-start_lab() {
+start_lab() { # starts the lab API server unless it runs already; stops it at exit only if this tier started it
+  local was_running=0
+  "$repo/tests/lab/apiserver.sh" status >/dev/null 2>&1 && was_running=1
   "$repo/tests/lab/apiserver.sh" start || { say "FATAL: the lab API server did not start"; echo "TIER $tier: 0 passed, 1 failed"; exit 1; }
   # shellcheck disable=SC1091
   source "$lab/env"
-  trap '"$repo/tests/lab/apiserver.sh" stop' EXIT
+  [ $was_running = 1 ] || trap '"$repo/tests/lab/apiserver.sh" stop' EXIT
 }
 
 case $tier in

@@ -17,7 +17,13 @@ mkdir -p "$out.tmp" "$cache/go-build"
 export GOCACHE=$cache/go-build GOFLAGS=-mod=readonly CGO_ENABLED=0
 cd "$here"
 echo "building the lab's tools into $out (first time: several minutes)" >&2
-go build -trimpath -ldflags='-s -w' -o "$out.tmp/" \
+kver=$(awk '$1 == "k8s.io/kubernetes" {print $2}' go.mod)   # e.g. v1.34.4: report it as the servers' version
+minor=$(echo "$kver" | cut -d. -f2)
+vflags="-X k8s.io/component-base/version.gitVersion=$kver -X k8s.io/component-base/version.gitMajor=1"
+vflags="$vflags -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
+vflags="$vflags -X k8s.io/client-go/pkg/version.gitVersion=$kver -X k8s.io/client-go/pkg/version.gitMajor=1"
+vflags="$vflags -X k8s.io/client-go/pkg/version.gitMinor=$minor"
+go build -trimpath -ldflags="-s -w $vflags" -o "$out.tmp/" \
   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl \
   helm.sh/helm/v3/cmd/helm github.com/containernetworking/cni/cnitool
 go build -trimpath -ldflags='-s -w' -o "$out.tmp/etcd" go.etcd.io/etcd/server/v3
