@@ -1,0 +1,222 @@
+//! Why a handshake was refused or failed: one typed error per cause, each with a stable metric
+//! label ([`RejectionKind`]) and counters for them ([`KexMetrics`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use cipherlane_core::{Epoch, NodeName, Suite};
+
+use crate::spi::SpiExhausted;
+use crate::wire::DecodeError;
+
+/// A refused or failed handshake step. Never a panic: every input maps to one of these.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KexError {
+    #[error("malformed key-exchange message: {0}")]
+    Malformed(DecodeError),
+    #[error("node {0} is not in the peer directory (no CipherlaneNode with an identity key)")]
+    UnknownNode(NodeName),
+    #[error("node {0} is revoked by policy: no SA may be made with it")]
+    Revoked(NodeName),
+    #[error(
+        "signature of {peer} on the {message} does not verify against its published identity key"
+    )]
+    BadSignature {
+        peer: NodeName,
+        message: &'static str,
+    },
+    #[error("init from {peer} replays a nonce already seen")]
+    Replay { peer: NodeName },
+    #[error("init from {peer} is outside the freshness window ({skew_ms} ms from the local clock; check NTP on both nodes)")]
+    OutsideWindow { peer: NodeName, skew_ms: i64 },
+    #[error("reflection: node {0} was asked to handshake with itself")]
+    Reflection(NodeName),
+    #[error("init addressed to {addressed} reached {local}")]
+    Misdirected {
+        addressed: NodeName,
+        local: NodeName,
+    },
+    #[error("init from {peer} is at epoch {offered}, older than the current epoch {current}")]
+    StaleEpoch {
+        peer: NodeName,
+        offered: Epoch,
+        current: Epoch,
+    },
+    #[error(
+        "suite {suite} from {peer} is not allowed by the pair's policy (allowed: {allowed:?})"
+    )]
+    SuiteNotAllowed {
+        peer: NodeName,
+        suite: Suite,
+        allowed: Vec<Suite>,
+    },
+    #[error("confirm from {peer} carries a wrong MAC")]
+    BadConfirm { peer: NodeName },
+    #[error("peer {peer} is over its handshake rate limit; retry in {retry_after:?}")]
+    RateLimited {
+        peer: NodeName,
+        retry_after: Duration,
+    },
+    #[error("this node is at its limit of {limit} ({what}); retry later")]
+    Overloaded { what: &'static str, limit: usize },
+    #[error("handshake with {peer} timed out waiting for the {step}")]
+    Timeout { peer: NodeName, step: &'static str },
+    #[error(transparent)]
+    Spi(#[from] SpiExhausted),
+    #[error("the system random source failed")]
+    Random,
+}
+
+/// The label a rejection is counted under; stable, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectionKind {
+    Malformed,
+    Oversized,
+    UnknownNode,
+    Revoked,
+    BadSignature,
+    Replay,
+    Reflection,
+    Misdirected,
+    StaleEpoch,
+    SuiteNotAllowed,
+    BadConfirm,
+    RateLimited,
+    Overloaded,
+    Timeout,
+    Internal,
+}
+
+impl RejectionKind {
+    pub const ALL: [RejectionKind; 15] = [
+        RejectionKind::Malformed,
+        RejectionKind::Oversized,
+        RejectionKind::UnknownNode,
+        RejectionKind::Revoked,
+        RejectionKind::BadSignature,
+        RejectionKind::Replay,
+        RejectionKind::Reflection,
+        RejectionKind::Misdirected,
+        RejectionKind::StaleEpoch,
+        RejectionKind::SuiteNotAllowed,
+        RejectionKind::BadConfirm,
+        RejectionKind::RateLimited,
+        RejectionKind::Overloaded,
+        RejectionKind::Timeout,
+        RejectionKind::Internal,
+    ];
+
+    /// The metric label, e.g. `bad_signature`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectionKind::Malformed => "malformed",
+            RejectionKind::Oversized => "oversized",
+            RejectionKind::UnknownNode => "unknown_node",
+            RejectionKind::Revoked => "revoked",
+            RejectionKind::BadSignature => "bad_signature",
+            RejectionKind::Replay => "replay",
+            RejectionKind::Reflection => "reflection",
+            RejectionKind::Misdirected => "misdirected",
+            RejectionKind::StaleEpoch => "stale_epoch",
+            RejectionKind::SuiteNotAllowed => "suite_not_allowed",
+            RejectionKind::BadConfirm => "bad_confirm",
+            RejectionKind::RateLimited => "rate_limited",
+            RejectionKind::Overloaded => "overloaded",
+            RejectionKind::Timeout => "timeout",
+            RejectionKind::Internal => "internal",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl KexError {
+    pub fn kind(&self) -> RejectionKind {
+        match self {
+            KexError::Malformed(DecodeError::Oversized(_)) => RejectionKind::Oversized,
+            KexError::Malformed(_) => RejectionKind::Malformed,
+            KexError::UnknownNode(_) => RejectionKind::UnknownNode,
+            KexError::Revoked(_) => RejectionKind::Revoked,
+            KexError::BadSignature { .. } => RejectionKind::BadSignature,
+            KexError::Replay { .. } | KexError::OutsideWindow { .. } => RejectionKind::Replay,
+            KexError::Reflection(_) => RejectionKind::Reflection,
+            KexError::Misdirected { .. } => RejectionKind::Misdirected,
+            KexError::StaleEpoch { .. } => RejectionKind::StaleEpoch,
+            KexError::SuiteNotAllowed { .. } => RejectionKind::SuiteNotAllowed,
+            KexError::BadConfirm { .. } => RejectionKind::BadConfirm,
+            KexError::RateLimited { .. } => RejectionKind::RateLimited,
+            KexError::Overloaded { .. } => RejectionKind::Overloaded,
+            KexError::Timeout { .. } => RejectionKind::Timeout,
+            KexError::Spi(_) | KexError::Random => RejectionKind::Internal,
+        }
+    }
+
+    /// Whether trying again later can succeed without anything else changing.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.kind(),
+            RejectionKind::RateLimited
+                | RejectionKind::Overloaded
+                | RejectionKind::Timeout
+                | RejectionKind::Internal
+                | RejectionKind::StaleEpoch
+                | RejectionKind::Replay
+        )
+    }
+}
+
+/// Counters of one endpoint: handshakes started and completed, rejections by kind. The agent
+/// exports them on `/metrics`.
+#[derive(Debug, Default)]
+pub struct KexMetrics {
+    initiated: AtomicU64,
+    established_as_initiator: AtomicU64,
+    established_as_responder: AtomicU64,
+    rejections: [AtomicU64; RejectionKind::ALL.len()],
+}
+
+impl KexMetrics {
+    pub(crate) fn count_initiated(&self) {
+        self.initiated.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_established(&self, as_initiator: bool) {
+        if as_initiator {
+            self.established_as_initiator
+                .fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.established_as_responder
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn count_rejection(&self, kind: RejectionKind) {
+        self.rejections[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn initiated(&self) -> u64 {
+        self.initiated.load(Ordering::Relaxed)
+    }
+
+    pub fn established_as_initiator(&self) -> u64 {
+        self.established_as_initiator.load(Ordering::Relaxed)
+    }
+
+    pub fn established_as_responder(&self) -> u64 {
+        self.established_as_responder.load(Ordering::Relaxed)
+    }
+
+    pub fn rejections(&self, kind: RejectionKind) -> u64 {
+        self.rejections[kind.index()].load(Ordering::Relaxed)
+    }
+
+    /// Every rejection counter with its label, for an exporter.
+    pub fn rejection_counts(&self) -> Vec<(&'static str, u64)> {
+        RejectionKind::ALL
+            .into_iter()
+            .map(|k| (k.as_str(), self.rejections(k)))
+            .collect()
+    }
+}

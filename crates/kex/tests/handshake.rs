@@ -1,0 +1,495 @@
+//! Two endpoints complete handshakes in memory with a manual clock; every refusal is checked
+//! for its typed error and its counter.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cipherlane_core::{Epoch, NodeName, SaPair, Suite};
+use cipherlane_kex::wire::{Confirm, Init, Message, Response};
+use cipherlane_kex::{
+    Action, Endpoint, InMemoryDirectory, KexConfig, KexError, ManualClock, PairPolicy, PeerEntry,
+    RejectionKind,
+};
+use ring::rand::SystemRandom;
+use ring::signature::{Ed25519KeyPair, KeyPair};
+
+const T0: u64 = 1_800_000_000_000;
+
+fn name(s: &str) -> NodeName {
+    NodeName::new(s).expect("valid node name")
+}
+
+fn keypair() -> Ed25519KeyPair {
+    let rng = SystemRandom::new();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("keygen");
+    Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("parse")
+}
+
+fn public(k: &Ed25519KeyPair) -> [u8; 32] {
+    k.public_key().as_ref().try_into().expect("32 bytes")
+}
+
+struct Node {
+    ep: Endpoint,
+    dir: Arc<InMemoryDirectory>,
+    key: [u8; 32],
+}
+
+struct Lab {
+    clock: Arc<ManualClock>,
+    a: Node,
+    b: Node,
+}
+
+fn node(n: &str, clock: &Arc<ManualClock>, config: KexConfig) -> Node {
+    let kp = keypair();
+    let key = public(&kp);
+    let dir = Arc::new(InMemoryDirectory::new());
+    let ep = Endpoint::new(
+        name(n),
+        kp,
+        dir.clone(),
+        clock.clone(),
+        Arc::new(SystemRandom::new()),
+        config,
+    );
+    Node { ep, dir, key }
+}
+
+fn entry(key: [u8; 32], policy: PairPolicy) -> PeerEntry {
+    PeerEntry {
+        identity_key: key,
+        revoked: false,
+        policy,
+    }
+}
+
+fn lab_with(config: KexConfig) -> Lab {
+    let clock = Arc::new(ManualClock::new(T0));
+    let a = node("node-a", &clock, config.clone());
+    let b = node("node-b", &clock, config);
+    let policy = PairPolicy::only(Epoch(3), Suite::AesGcm128);
+    a.dir.insert(name("node-b"), entry(b.key, policy.clone()));
+    b.dir.insert(name("node-a"), entry(a.key, policy));
+    Lab { clock, a, b }
+}
+
+fn lab() -> Lab {
+    lab_with(KexConfig::default())
+}
+
+fn sent(actions: &[Action]) -> Vec<u8> {
+    actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Send(b) => Some(b.clone()),
+            _ => None,
+        })
+        .expect("a Send action")
+}
+
+fn established(actions: &[Action]) -> SaPair {
+    actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Established { pair, .. } => Some(pair.clone()),
+            _ => None,
+        })
+        .expect("an Established action")
+}
+
+/// Runs a full handshake a → b; returns (a's pair, b's pair).
+fn handshake(lab: &Lab) -> (SaPair, SaPair) {
+    let (init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
+    let (resp, b1) = lab.b.ep.respond(&sent(&a1)).expect("respond");
+    let a2 = init.on_response(&lab.a.ep, &sent(&b1)).expect("response");
+    let b2 = resp.on_confirm(&lab.b.ep, &sent(&a2)).expect("confirm");
+    (established(&a2), established(&b2))
+}
+
+#[test]
+fn two_endpoints_complete_a_handshake_and_derive_mirrored_keys() {
+    let lab = lab();
+    let (a, b) = handshake(&lab);
+    assert_eq!(a.inbound, b.outbound, "b→a SA must match on both sides");
+    assert_eq!(a.outbound, b.inbound, "a→b SA must match on both sides");
+    assert_ne!(
+        a.inbound.key, a.outbound.key,
+        "each direction has its own key"
+    );
+    assert_ne!(a.inbound.spi, a.outbound.spi);
+    assert_eq!((a.epoch, a.suite), (Epoch(3), Suite::AesGcm128));
+    assert_eq!(a.inbound.key.bytes().len(), 20);
+    assert_eq!(lab.a.ep.metrics().established_as_initiator(), 1);
+    assert_eq!(lab.b.ep.metrics().established_as_responder(), 1);
+}
+
+#[test]
+fn actions_come_in_protocol_order_install_inbound_before_switching_outbound() {
+    let lab = lab();
+    let (init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
+    assert!(matches!(a1.as_slice(), [Action::Send(_)]));
+    let (resp, b1) = lab.b.ep.respond(&sent(&a1)).expect("respond");
+    assert!(matches!(
+        b1.as_slice(),
+        [Action::InstallInbound { .. }, Action::Send(_)]
+    ));
+    let a2 = init.on_response(&lab.a.ep, &sent(&b1)).expect("response");
+    assert!(matches!(
+        a2.as_slice(),
+        [
+            Action::InstallInbound { .. },
+            Action::SwitchOutbound { .. },
+            Action::Send(_),
+            Action::Established { .. }
+        ]
+    ));
+    let b2 = resp.on_confirm(&lab.b.ep, &sent(&a2)).expect("confirm");
+    assert!(matches!(
+        b2.as_slice(),
+        [Action::SwitchOutbound { .. }, Action::Established { .. }]
+    ));
+}
+
+#[test]
+fn keys_are_sized_for_every_suite() {
+    for suite in Suite::ALL {
+        let lab = lab();
+        for n in [&lab.a, &lab.b] {
+            let peer = if n.ep.local() == &name("node-a") {
+                "node-b"
+            } else {
+                "node-a"
+            };
+            n.dir.update(&name(peer), |e| {
+                e.policy = PairPolicy::only(Epoch(3), suite)
+            });
+        }
+        let (a, b) = handshake(&lab);
+        assert_eq!(a.suite, suite);
+        assert_eq!(a.inbound.key.bytes().len(), suite.keymat_len());
+        assert_eq!(a.outbound, b.inbound);
+    }
+}
+
+#[test]
+fn re_keying_an_established_pair_gives_fresh_keys_and_spis_at_the_new_epoch() {
+    let lab = lab();
+    let (first_a, first_b) = handshake(&lab);
+    lab.clock.advance(Duration::from_secs(3600));
+    for (dir, peer) in [(&lab.a.dir, "node-b"), (&lab.b.dir, "node-a")] {
+        dir.update(&name(peer), |e| e.policy.epoch = Epoch(4));
+    }
+    let (second_a, second_b) = handshake(&lab);
+    assert_eq!(second_a.epoch, Epoch(4));
+    assert_eq!(second_a.inbound, second_b.outbound);
+    assert_eq!(second_a.outbound, second_b.inbound);
+    assert_ne!(second_a.inbound.key, first_a.inbound.key);
+    assert_ne!(second_a.outbound.key, first_a.outbound.key);
+    assert_ne!(
+        second_a.inbound.spi, first_a.inbound.spi,
+        "old and new SA coexist"
+    );
+    assert_ne!(
+        second_b.inbound.spi, first_b.inbound.spi,
+        "old and new SA coexist"
+    );
+    // Re-keying at the same epoch (a volume-triggered rekey) works too.
+    let (third_a, _) = handshake(&lab);
+    assert_ne!(third_a.inbound.key, second_a.inbound.key);
+}
+
+fn assert_refused(err: KexError, kind: RejectionKind, ep: &Endpoint) {
+    assert_eq!(err.kind(), kind, "{err}");
+    assert!(ep.metrics().rejections(kind) >= 1, "{kind:?} not counted");
+    assert!(!err.to_string().is_empty());
+}
+
+#[test]
+fn an_init_signed_with_the_wrong_key_is_refused_as_bad_signature() {
+    let lab = lab();
+    lab.b
+        .dir
+        .update(&name("node-a"), |e| e.identity_key = public(&keypair()));
+    let (_init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
+    let err = lab.b.ep.respond(&sent(&a1)).expect_err("wrong key");
+    assert_refused(err, RejectionKind::BadSignature, &lab.b.ep);
+}
+
+#[test]
+fn a_response_signed_with_the_wrong_key_is_refused_by_the_initiator() {
+    let lab = lab();
+    lab.a
+        .dir
+        .update(&name("node-b"), |e| e.identity_key = public(&keypair()));
+    let (init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
+    let (_resp, b1) = lab.b.ep.respond(&sent(&a1)).expect("respond");
+    let err = init
+        .on_response(&lab.a.ep, &sent(&b1))
+        .expect_err("wrong key");
+    assert_refused(err, RejectionKind::BadSignature, &lab.a.ep);
+}
+
+#[test]
+fn a_tampered_init_fails_its_signature() {
+    let lab = lab();
+    let (_init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
+    let mut bytes = sent(&a1);
+    let spi_at = bytes.len() - 64 - 8 - 4;
+    bytes[spi_at] ^= 0x40;
+    let err = lab.b.ep.respond(&bytes).expect_err("tampered");
+    assert_refused(err, RejectionKind::BadSignature, &lab.b.ep);
+}
+
+#[test]
+fn an_init_from_an_unknown_node_is_refused() {
+    let lab = lab();
+    lab.b.dir.remove(&name("node-a"));
+    let (_init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
+    let err = lab.b.ep.respond(&sent(&a1)).expect_err("unknown");
+    assert_refused(err, RejectionKind::UnknownNode, &lab.b.ep);
+    let err = lab
+        .a
+        .ep
+        .initiate(&name("node-z"))
+        .expect_err("unknown peer");
+    assert_refused(err, RejectionKind::UnknownNode, &lab.a.ep);
+}
+
+#[test]
+fn a_revoked_node_can_neither_initiate_nor_be_initiated_with() {
+    let lab = lab();
+    lab.b.dir.update(&name("node-a"), |e| e.revoked = true);
+    let (_init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
+    let err = lab.b.ep.respond(&sent(&a1)).expect_err("revoked");
+    assert_refused(err, RejectionKind::Revoked, &lab.b.ep);
+    let err = lab.b.ep.initiate(&name("node-a")).expect_err("revoked");
+    assert_refused(err, RejectionKind::Revoked, &lab.b.ep);
+}
+
+#[test]
+fn a_replayed_init_is_refused_while_the_original_succeeds() {
+    let lab = lab();
+    let (_init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
+    let bytes = sent(&a1);
+    lab.b.ep.respond(&bytes).expect("first time");
+    lab.clock.advance(Duration::from_secs(10));
+    let err = lab.b.ep.respond(&bytes).expect_err("replay");
+    assert_refused(err, RejectionKind::Replay, &lab.b.ep);
+    assert!(matches!(
+        lab.b.ep.respond(&bytes),
+        Err(KexError::Replay { .. })
+    ));
+}
+
+#[test]
+fn an_init_older_than_the_window_is_refused_even_after_its_nonce_was_forgotten() {
+    let lab = lab();
+    let (_init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
+    let bytes = sent(&a1);
+    lab.b.ep.respond(&bytes).expect("first time");
+    lab.clock.advance(Duration::from_secs(3600));
+    let err = lab.b.ep.respond(&bytes).expect_err("stale");
+    assert!(matches!(err, KexError::OutsideWindow { .. }), "{err}");
+    assert_refused(err, RejectionKind::Replay, &lab.b.ep);
+}
+
+#[test]
+fn a_node_refuses_to_handshake_with_itself_and_refuses_its_own_reflected_init() {
+    let lab = lab();
+    let err = lab.a.ep.initiate(&name("node-a")).expect_err("self");
+    assert_refused(err, RejectionKind::Reflection, &lab.a.ep);
+    let (_init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
+    // An attacker reflects a's init (addressed to b) back to a.
+    let err = lab.a.ep.respond(&sent(&a1)).expect_err("reflected");
+    assert_refused(err, RejectionKind::Reflection, &lab.a.ep);
+}
+
+#[test]
+fn an_init_addressed_to_another_node_is_refused_as_misdirected() {
+    let lab = lab();
+    let c = node("node-c", &lab.clock, KexConfig::default());
+    c.dir.insert(
+        name("node-a"),
+        entry(lab.a.key, PairPolicy::only(Epoch(3), Suite::AesGcm128)),
+    );
+    let (_init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
+    let err = c.ep.respond(&sent(&a1)).expect_err("misdirected");
+    assert_refused(err, RejectionKind::Misdirected, &c.ep);
+}
+
+#[test]
+fn an_init_at_an_older_epoch_than_the_policy_is_refused() {
+    let lab = lab();
+    lab.b
+        .dir
+        .update(&name("node-a"), |e| e.policy.epoch = Epoch(4));
+    let (_init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
+    let err = lab.b.ep.respond(&sent(&a1)).expect_err("stale epoch");
+    assert!(matches!(
+        err,
+        KexError::StaleEpoch {
+            offered: Epoch(3),
+            current: Epoch(4),
+            ..
+        }
+    ));
+    assert_refused(err, RejectionKind::StaleEpoch, &lab.b.ep);
+}
+
+#[test]
+fn a_suite_the_policy_does_not_allow_is_refused_including_a_downgrade() {
+    let lab = lab();
+    // b's policy moved to AES-GCM-256; a (lagging, or malicious) still proposes AES-GCM-128.
+    lab.b.dir.update(&name("node-a"), |e| {
+        e.policy = PairPolicy::only(Epoch(3), Suite::AesGcm256)
+    });
+    let (_init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
+    let err = lab.b.ep.respond(&sent(&a1)).expect_err("downgrade");
+    assert_refused(err, RejectionKind::SuiteNotAllowed, &lab.b.ep);
+    // FIPS: chacha20 is not allowed even when proposed.
+    lab.b.dir.update(&name("node-a"), |e| {
+        e.policy.allowed = vec![Suite::AesGcm128, Suite::AesGcm256]
+    });
+    lab.a.dir.update(&name("node-b"), |e| {
+        e.policy = PairPolicy::only(Epoch(3), Suite::Chacha20Poly1305)
+    });
+    let (_init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
+    let err = lab.b.ep.respond(&sent(&a1)).expect_err("not FIPS");
+    assert_refused(err, RejectionKind::SuiteNotAllowed, &lab.b.ep);
+}
+
+#[test]
+fn a_man_in_the_middle_cannot_downgrade_the_suite_without_breaking_the_signature() {
+    let lab = lab();
+    for (dir, peer) in [(&lab.a.dir, "node-b"), (&lab.b.dir, "node-a")] {
+        dir.update(&name(peer), |e| {
+            e.policy = PairPolicy {
+                epoch: Epoch(3),
+                suite: Suite::AesGcm256,
+                allowed: vec![Suite::AesGcm128, Suite::AesGcm256],
+            }
+        });
+    }
+    let (_init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
+    let mut init = Init::decode(&sent(&a1)).expect("decodes");
+    init.suite = Suite::AesGcm128;
+    let err = lab.b.ep.respond(&init.encode()).expect_err("downgraded");
+    assert_refused(err, RejectionKind::BadSignature, &lab.b.ep);
+}
+
+#[test]
+fn malformed_and_oversized_messages_are_refused_without_panicking() {
+    let lab = lab();
+    for bytes in [
+        vec![],
+        vec![1],
+        vec![1, 1, 0],
+        vec![9, 9, 9],
+        vec![1u8; 600],
+    ] {
+        let err = lab.b.ep.respond(&bytes).expect_err("malformed");
+        assert_refused(err, RejectionKind::Malformed, &lab.b.ep);
+    }
+    let err = lab.b.ep.respond(&vec![1u8; 5000]).expect_err("oversized");
+    assert_refused(err, RejectionKind::Oversized, &lab.b.ep);
+    // A confirm where an init belongs, and an init where a response belongs.
+    let confirm = Message::Confirm(Confirm { mac: [0; 32] }).encode();
+    assert_eq!(
+        lab.b.ep.respond(&confirm).map(|_| ()).map_err(|e| e.kind()),
+        Err(RejectionKind::Malformed)
+    );
+    let (init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
+    let err = init
+        .on_response(&lab.a.ep, &sent(&a1))
+        .expect_err("wrong kind");
+    assert_refused(err, RejectionKind::Malformed, &lab.a.ep);
+}
+
+#[test]
+fn a_response_with_a_low_order_ephemeral_key_is_refused_as_malformed() {
+    let lab = lab();
+    let (init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
+    let (_resp, b1) = lab.b.ep.respond(&sent(&a1)).expect("respond");
+    let mut response = Response::decode(&sent(&b1)).expect("decodes");
+    response.ephemeral = [0; 32];
+    let err = init
+        .on_response(&lab.a.ep, &response.encode())
+        .expect_err("low order");
+    // The signature covers the ephemeral key, so the change is caught there first.
+    assert_refused(err, RejectionKind::BadSignature, &lab.a.ep);
+}
+
+#[test]
+fn a_confirm_with_a_wrong_mac_is_refused_and_the_responder_does_not_switch() {
+    let lab = lab();
+    let (init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
+    let (resp, b1) = lab.b.ep.respond(&sent(&a1)).expect("respond");
+    let a2 = init.on_response(&lab.a.ep, &sent(&b1)).expect("response");
+    let mut confirm = sent(&a2);
+    let last = confirm.len() - 1;
+    confirm[last] ^= 1;
+    let err = resp.on_confirm(&lab.b.ep, &confirm).expect_err("bad mac");
+    assert_refused(err, RejectionKind::BadConfirm, &lab.b.ep);
+    assert_eq!(lab.b.ep.metrics().established_as_responder(), 0);
+}
+
+#[test]
+fn steps_that_miss_their_deadline_time_out() {
+    let lab = lab();
+    let (init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
+    let (resp, b1) = lab.b.ep.respond(&sent(&a1)).expect("respond");
+    lab.clock.advance(Duration::from_secs(6));
+    let err = init.on_response(&lab.a.ep, &sent(&b1)).expect_err("late");
+    assert_refused(err, RejectionKind::Timeout, &lab.a.ep);
+    let err = resp.abandon(&lab.b.ep);
+    assert_refused(err, RejectionKind::Timeout, &lab.b.ep);
+}
+
+#[test]
+fn a_peer_over_its_rate_limit_is_refused_until_tokens_refill() {
+    let lab = lab_with(KexConfig {
+        peer_rate_per_second: 1.0,
+        peer_rate_burst: 2,
+        ..KexConfig::default()
+    });
+    handshake(&lab);
+    handshake(&lab);
+    let (_init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
+    let err = lab.b.ep.respond(&sent(&a1)).expect_err("rate limited");
+    assert_refused(err, RejectionKind::RateLimited, &lab.b.ep);
+    lab.clock.advance(Duration::from_secs(1));
+    handshake(&lab);
+}
+
+#[test]
+fn the_concurrency_cap_refuses_handshakes_beyond_it_and_frees_slots_when_they_end() {
+    let lab = lab_with(KexConfig {
+        max_concurrent_handshakes: 2,
+        ..KexConfig::default()
+    });
+    let (i1, _) = lab.a.ep.initiate(&name("node-b")).expect("first");
+    let (_i2, _) = lab.a.ep.initiate(&name("node-b")).expect("second");
+    let err = lab
+        .a
+        .ep
+        .initiate(&name("node-b"))
+        .expect_err("over the cap");
+    assert_refused(err, RejectionKind::Overloaded, &lab.a.ep);
+    let _ = i1.abandon(&lab.a.ep);
+    lab.a
+        .ep
+        .initiate(&name("node-b"))
+        .expect("a slot was freed");
+}
+
+#[test]
+fn every_rejection_kind_has_a_distinct_metric_label() {
+    let labels: std::collections::HashSet<_> =
+        RejectionKind::ALL.iter().map(|k| k.as_str()).collect();
+    assert_eq!(labels.len(), RejectionKind::ALL.len());
+    let lab = lab();
+    let _ = lab.b.ep.respond(&[]);
+    let counts = lab.b.ep.metrics().rejection_counts();
+    assert!(counts.contains(&("malformed", 1)), "{counts:?}");
+}
