@@ -14,6 +14,7 @@
 //! Its only I/O is whole-file atomic reads and writes ([`atomic_file`]) so the agent and the
 //! plugin share one implementation; it never touches netlink, namespaces or the environment.
 #![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod agent_state;
 pub mod atomic_file;
