@@ -4,5 +4,6 @@
 //! either pure bookkeeping (`keyring`) or thin glue.
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod http;
 pub mod keyring;
