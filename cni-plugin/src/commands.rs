@@ -162,6 +162,7 @@ async fn wire(
             }
         })?;
     fault::hang_point("after-veth");
+    fault::fail_point("after-veth")?;
     let host_link = host
         .link(&host_veth)
         .await
@@ -205,6 +206,7 @@ async fn wire(
     host.add_route(ip, 32, host_link.index, None)
         .await
         .map_err(kernel)?;
+    fault::fail_point("after-routes")?;
 
     Ok(AddResult {
         interfaces: vec![

@@ -1,4 +1,4 @@
-//! Fault injection for the crash tests: with `CIPHERLANE_CNI_TEST_HANG_AT=<point>` set, the
+//! Fault injection for the crash and rollback tests: with `CIPHERLANE_CNI_TEST_HANG_AT=<point>` set, the
 //! plugin writes its PID to the file named by `CIPHERLANE_CNI_TEST_HANG_MARKER` when it reaches
 //! that point of ADD and then waits forever, so a test can kill it there (as a node losing power
 //! or the runtime's timeout would). Unset in production; costs one environment lookup.
@@ -17,4 +17,16 @@ pub fn hang_point(point: &str) {
     loop {
         std::thread::park();
     }
+}
+
+/// Fails here if the test asked for it (`CIPHERLANE_CNI_TEST_FAIL_AT=<point>`), to prove that
+/// a failed ADD rolls back everything it did.
+pub fn fail_point(point: &str) -> Result<(), cipherlane_cni::CniError> {
+    if std::env::var("CIPHERLANE_CNI_TEST_FAIL_AT").as_deref() == Ok(point) {
+        return Err(cipherlane_cni::CniError::new(
+            cipherlane_cni::ErrorCode::Kernel,
+            format!("injected failure at {point} (CIPHERLANE_CNI_TEST_FAIL_AT)"),
+        ));
+    }
+    Ok(())
 }
