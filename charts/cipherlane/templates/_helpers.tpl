@@ -125,8 +125,8 @@ the JSON schema cannot express.
   value: {{ .Values.cni.confName | quote }}
 - name: CIPHERLANE_CNI_NETWORK_NAME
   value: {{ .Values.network.cniNetworkName | quote }}
-- name: CIPHERLANE_LOG_LEVEL
-  value: {{ .Values.agent.logLevel | quote }}
+- name: RUST_LOG
+  value: {{ printf "%s,kube=warn" .Values.agent.logLevel | quote }}
 - name: CIPHERLANE_LOG_FORMAT
   value: {{ .Values.agent.logFormat | quote }}
 {{- end }}

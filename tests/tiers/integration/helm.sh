@@ -149,9 +149,9 @@ rules() { # USER NAMESPACE
 }
 expect() { sed -E 's/^ +//; s/ +/ /g' | grep -v '^$' | sort; }
 diff <(rules "$op_user" "$ns") <(expect <<EOF
-  cipherlanenodes.cipherlane.io [] [] [get list watch patch delete]
+  cipherlanenodes.cipherlane.io [] [] [get list watch delete]
   events.events.k8s.io [] [] [create patch]
-  leases.coordination.k8s.io [] [$rel-cipherlane-operator] [get update patch]
+  leases.coordination.k8s.io [] [$rel-cipherlane-operator] [get update]
   leases.coordination.k8s.io [] [] [create]
   nodes [] [] [get list watch]
   rotationpolicies.cipherlane.io [] [] [get list watch]
@@ -177,7 +177,7 @@ done
 can create leases.coordination.k8s.io -n "$ns" --as="$op_user" || die "the operator cannot create its Lease"
 can update "leases.coordination.k8s.io/$rel-cipherlane-operator" -n "$ns" --as="$op_user" || die "the operator cannot renew its Lease"
 for d in "patch rotationpolicies" "create rotationpolicies" "delete rotationpolicies" "patch cipherlanenodes --subresource=status" \
-         "create cipherlanenodes" "patch nodes" "get secrets" "list pods" "get configmaps" "create pods"; do
+         "create cipherlanenodes" "patch cipherlanenodes" "patch nodes" "get secrets" "list pods" "get configmaps" "create pods"; do
   # shellcheck disable=SC2086
   if can $d -A --as="$op_user"; then die "the operator can $d, which it does not need"; fi
 done
@@ -242,6 +242,11 @@ as_token "$tok_a" patch cipherlanenode "$node_a" --type=merge -p '{"spec":{"endp
   die "agent A could not patch its own CipherlaneNode"
 code=$(patch_status "$tok_a" "$node_a" '{"status":{"peersEstablished":1,"peersTotal":1}}')
 [ "$code" = 200 ] || { cat "$work/out"; die "agent A could not patch its own CipherlaneNode's status (HTTP $code)"; }
+cln "$node_a" 198.18.0.1 | sed 's/:9471/:9472/' |
+  as_token "$tok_a" apply --server-side --field-manager=cipherlane-agent --force-conflicts -f - > "$work/out" 2>&1 ||
+  { cat "$work/out"; die "agent A could not server-side apply its own CipherlaneNode (as the agent publishes it)"; }
+as_token "$tok_a" patch cipherlanenode "$node_a" --type=merge -p '{"spec":{"endpoint":"198.18.0.1:9999"}}' >/dev/null ||
+  die "agent A could not patch its own CipherlaneNode"
 [ "$(kubectl get cipherlanenode "$node_a" -o jsonpath='{.spec.endpoint} {.status.peersEstablished}')" = "198.18.0.1:9999 1" ] ||
   die "agent A's writes did not land"
 ok "agent on $node_a (Pod-bound token) creates and patches CipherlaneNode/$node_a and its status"
@@ -261,10 +266,14 @@ denied_by_policy "$work/out" || { cat "$work/out"; die "agent A patching B was d
 cln "$node_b" 6.6.6.6 > "$work/b.yaml"
 if as_token "$tok_a" replace -f "$work/b.yaml" > "$work/out" 2>&1; then die "agent A replaced CipherlaneNode B"; fi
 denied_by_policy "$work/out" || { cat "$work/out"; die "agent A replacing B was denied, but not by the policy"; }
+if as_token "$tok_a" apply --server-side --field-manager=cipherlane-agent --force-conflicts -f "$work/b.yaml" > "$work/out" 2>&1; then
+  die "agent A server-side applied CipherlaneNode B"
+fi
+denied_by_policy "$work/out" || { cat "$work/out"; die "agent A applying B was denied, but not by the policy"; }
 [ "$(kubectl get cipherlanenode "$node_b" -o jsonpath='{.spec.endpoint} {.status.peersTotal}')" = "198.18.0.2:9471 " ] || die "CipherlaneNode B changed"
 if as_token "$tok_a" delete cipherlanenode "$node_a" > "$work/out" 2>&1; then die "agent A deleted a CipherlaneNode"; fi
 grep -q Forbidden "$work/out" || { cat "$work/out"; die "agent A's delete failed for another reason than RBAC"; }
-ok "agent on $node_a is denied creating, patching, replacing CipherlaneNode/$node_b and its status (by the policy), and deleting (RBAC)"
+ok "agent on $node_a is denied creating, patching, replacing, applying CipherlaneNode/$node_b and its status (by the policy), and deleting (RBAC)"
 
 if as_token "$tok_free" patch cipherlanenode "$node_a" --type=merge -p '{"spec":{"endpoint":"6.6.6.6:1"}}' > "$work/out" 2>&1; then
   die "a token without a node binding patched CipherlaneNode A"
