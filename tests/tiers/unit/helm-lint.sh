@@ -12,6 +12,30 @@ out=$("$helm" lint --strict "$repo/charts/cipherlane" --kube-version 1.34.0 --se
 echo "ok   helm lint --strict"
 HELM=$helm "$repo/deploy/render.sh" --check || die "deploy/ is stale: run deploy/render.sh"
 echo "ok   deploy/cipherlane.yaml, deploy/uninstall.yaml and charts/cipherlane/crds match their sources"
+python3 - "$repo/charts/cipherlane/values.yaml" <<'PY' || die "values.yaml has undocumented keys (each needs a '# --' comment above it or above a parent)"
+import re, sys
+keys = []  # (indent, key, has "# --" comment directly above)
+comment = False
+for line in open(sys.argv[1]).read().splitlines():
+    s = line.strip()
+    if s.startswith("# --"): comment = True; continue
+    if s.startswith("#"): continue                      # continuation of a comment
+    m = re.match(r"^( *)([A-Za-z0-9_]+):", line)
+    if m: keys.append((len(m.group(1)), m.group(2), comment))
+    comment = False
+undocumented = []
+for i, (ind, key, doc) in enumerate(keys):
+    leaf = i + 1 == len(keys) or keys[i + 1][0] <= ind
+    ancestors = [k for k in keys[:i] if k[0] < ind]
+    chain, level = [], ind                            # the nearest ancestor at each lower indent
+    for a in reversed(ancestors):
+        if a[0] < level: chain.append(a); level = a[0]
+    if leaf and not doc and not any(a[2] for a in chain):
+        undocumented.append(".".join([a[1] for a in reversed(chain)] + [key]))
+if undocumented: print("undocumented:", undocumented); sys.exit(1)
+print(f"{sum(1 for _ in keys)} keys")
+PY
+echo "ok   every key in values.yaml is documented"
 python3 - "$repo/deploy/grafana/cipherlane-agents.json" "$repo/deploy/README.md" <<'PY' || die "the dashboard is invalid or uses undocumented metrics"
 import json, re, sys
 dash = json.load(open(sys.argv[1]))
