@@ -87,6 +87,17 @@ done
 grep -q '10.244.0.0/16,fd00:10:244::/56' "$work/all.yaml" || die "the dual-stack pod CIDRs do not reach the agent"
 ok "helm template renders every part (ServiceMonitor on, dual-stack, FIPS)"
 
+count_kind() { grep -c "^kind: $1\$" || true; }
+[ "$(tmpl "${base[@]}" --set admissionPolicy.enabled=false | count_kind ValidatingAdmissionPolicy)" = 0 ] || die "admissionPolicy.enabled=false still renders the policy"
+[ "$(tmpl "${base[@]}" --set uninstall.enabled=false | grep -c 'helm.sh/hook:' || true)" = 0 ] || die "uninstall.enabled=false still renders hooks"
+[ "$(tmpl "${base[@]}" --set operator.podDisruptionBudget.enabled=false | count_kind PodDisruptionBudget)" = 0 ] || die "the PDB cannot be turned off"
+[ "$(tmpl "${base[@]}" --set rotationPolicy.create=false | count_kind RotationPolicy)" = 0 ] || die "the default policy cannot be turned off"
+tmpl "${base[@]}" --set agent.privileged=true --show-only templates/agent-daemonset.yaml | grep -q 'privileged: true' || die "agent.privileged=true is ignored"
+[ "$(tmpl "${base[@]}" --show-only templates/agent-daemonset.yaml | grep -c 'privileged: true' || true)" = 0 ] || die "the agent is privileged by default"
+tmpl "${base[@]}" --set image.digest=sha256:"$(printf '%064d' 0)" --show-only templates/agent-daemonset.yaml | grep -q "cipherlane-agent@sha256:0000" ||
+  die "image.digest is not used"
+ok "toggles work: admission policy, uninstall hooks, PDB, default policy, privileged, image digest"
+
 HELM=$helm "$repo/deploy/render.sh" --check || die "deploy/ or the chart's crds/ are stale: run deploy/render.sh"
 for f in "$repo"/deploy/crds/*.yaml; do
   cmp -s "$f" "$chart/crds/$(basename "$f")" || die "charts/cipherlane/crds/$(basename "$f") differs from deploy/crds"
