@@ -1,0 +1,278 @@
+//! Two key-exchange endpoints talk real gRPC over 127.0.0.1 (no root needed): handshakes,
+//! refusals carried back to the initiator, concurrency on one reused connection, re-keying and
+//! the retry loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cipherlane_core::{Epoch, NodeName, Suite};
+use cipherlane_kex::{
+    Endpoint, InMemoryDirectory, InMemoryInstaller, InstallerCall, KexConfig, PairPolicy,
+    PeerEntry, RejectionKind, RetrySchedule, SystemClock,
+};
+use cipherlane_kex_grpc::{serve, ClientConfig, HandshakeError, KexClient};
+use ring::rand::SystemRandom;
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use tokio::net::TcpListener;
+
+fn name(s: &str) -> NodeName {
+    NodeName::new(s).expect("valid node name")
+}
+
+struct Agent {
+    endpoint: Arc<Endpoint>,
+    directory: Arc<InMemoryDirectory>,
+    installer: Arc<InMemoryInstaller>,
+    client: KexClient<InMemoryInstaller>,
+    addr: String,
+    key: [u8; 32],
+}
+
+async fn agent(node: &str, config: KexConfig) -> Agent {
+    let rng = SystemRandom::new();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("keygen");
+    let kp = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("parse");
+    let key: [u8; 32] = kp.public_key().as_ref().try_into().expect("32 bytes");
+    let directory = Arc::new(InMemoryDirectory::new());
+    let endpoint = Arc::new(Endpoint::new(
+        name(node),
+        kp,
+        directory.clone(),
+        Arc::new(SystemClock::new()),
+        Arc::new(rng),
+        config,
+    ));
+    let installer = Arc::new(InMemoryInstaller::new());
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(serve(
+        listener,
+        endpoint.clone(),
+        installer.clone(),
+        std::future::pending(),
+    ));
+    let client = KexClient::new(endpoint.clone(), installer.clone(), ClientConfig::default());
+    Agent {
+        endpoint,
+        directory,
+        installer,
+        client,
+        addr,
+        key,
+    }
+}
+
+fn introduce(a: &Agent, b: &Agent, policy: PairPolicy) {
+    let entry = |key| PeerEntry {
+        identity_key: key,
+        revoked: false,
+        policy: policy.clone(),
+    };
+    a.directory.insert(b.endpoint.local().clone(), entry(b.key));
+    b.directory.insert(a.endpoint.local().clone(), entry(a.key));
+}
+
+async fn pair_of_agents(config: KexConfig) -> (Agent, Agent) {
+    let a = agent("node-a", config.clone()).await;
+    let b = agent("node-b", config).await;
+    introduce(&a, &b, PairPolicy::only(Epoch(1), Suite::AesGcm128));
+    (a, b)
+}
+
+async fn wait_for_established(installer: &InMemoryInstaller, peer: &NodeName, count: usize) {
+    for _ in 0..200 {
+        let n = installer
+            .calls()
+            .iter()
+            .filter(|c| matches!(c, InstallerCall::Established(p, _) if p == peer))
+            .count();
+        if n >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("responder never reported {count} established pairs with {peer}");
+}
+
+#[tokio::test]
+async fn two_agents_complete_a_handshake_over_grpc_and_install_mirrored_sas_in_order() {
+    let (a, b) = pair_of_agents(KexConfig::default()).await;
+    let pair_a = a
+        .client
+        .handshake(&name("node-b"), &b.addr)
+        .await
+        .expect("handshake");
+    wait_for_established(&b.installer, &name("node-a"), 1).await;
+    let pair_b = b
+        .installer
+        .established_pair(&name("node-a"))
+        .expect("responder established");
+    assert_eq!(pair_a.inbound, pair_b.outbound);
+    assert_eq!(pair_a.outbound, pair_b.inbound);
+    let kinds = |calls: Vec<InstallerCall>| -> Vec<&'static str> {
+        calls
+            .into_iter()
+            .map(|c| match c {
+                InstallerCall::InstallInbound(..) => "inbound",
+                InstallerCall::SwitchOutbound(..) => "outbound",
+                InstallerCall::Established(..) => "established",
+            })
+            .collect()
+    };
+    assert_eq!(
+        kinds(a.installer.calls()),
+        ["inbound", "outbound", "established"]
+    );
+    assert_eq!(
+        kinds(b.installer.calls()),
+        ["inbound", "outbound", "established"]
+    );
+}
+
+#[tokio::test]
+async fn a_refusal_by_the_responder_reaches_the_initiator_with_its_kind() {
+    let (a, b) = pair_of_agents(KexConfig::default()).await;
+    b.directory.update(&name("node-a"), |e| e.revoked = true);
+    let err = a
+        .client
+        .handshake(&name("node-b"), &b.addr)
+        .await
+        .expect_err("revoked");
+    match &err {
+        HandshakeError::Rejected { kind, code, .. } => {
+            assert_eq!(*kind, Some(RejectionKind::Revoked));
+            assert_eq!(*code, tonic::Code::PermissionDenied);
+        }
+        other => panic!("expected a rejection, got {other}"),
+    }
+    assert!(!err.is_retryable());
+    assert_eq!(b.endpoint.metrics().rejections(RejectionKind::Revoked), 1);
+    assert!(
+        b.installer.calls().is_empty(),
+        "nothing installed on refusal"
+    );
+    b.directory.remove(&name("node-a"));
+    let err = a
+        .client
+        .handshake(&name("node-b"), &b.addr)
+        .await
+        .expect_err("unknown");
+    assert!(
+        matches!(
+            err,
+            HandshakeError::Rejected {
+                kind: Some(RejectionKind::UnknownNode),
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_peer_is_reported_as_such_and_is_retryable() {
+    let (a, _b) = pair_of_agents(KexConfig::default()).await;
+    let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = closed.local_addr().expect("addr").to_string();
+    drop(closed);
+    let err = a
+        .client
+        .handshake(&name("node-b"), &addr)
+        .await
+        .expect_err("nobody listens");
+    assert!(matches!(err, HandshakeError::Unreachable { .. }), "{err}");
+    assert!(err.is_retryable());
+}
+
+#[tokio::test]
+async fn many_concurrent_handshakes_share_one_connection_and_all_complete() {
+    let config = KexConfig {
+        peer_rate_per_second: 1000.0,
+        peer_rate_burst: 1000,
+        max_concurrent_handshakes: 256,
+        ..KexConfig::default()
+    };
+    let (a, b) = pair_of_agents(config).await;
+    let a = Arc::new(a);
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let a = a.clone();
+        let addr = b.addr.clone();
+        tasks.push(tokio::spawn(async move {
+            a.client.handshake(&name("node-b"), &addr).await
+        }));
+    }
+    let mut spis = std::collections::HashSet::new();
+    for t in tasks {
+        let pair = t.await.expect("task").expect("handshake");
+        assert!(spis.insert(pair.inbound.spi), "SPIs are unique per node");
+    }
+    wait_for_established(&b.installer, &name("node-a"), 64).await;
+    assert_eq!(a.endpoint.metrics().established_as_initiator(), 64);
+}
+
+#[tokio::test]
+async fn re_keying_over_grpc_replaces_keys_and_moves_to_the_new_epoch() {
+    let (a, b) = pair_of_agents(KexConfig::default()).await;
+    let first = a
+        .client
+        .handshake(&name("node-b"), &b.addr)
+        .await
+        .expect("first");
+    introduce(&a, &b, PairPolicy::only(Epoch(2), Suite::AesGcm256));
+    let second = a
+        .client
+        .handshake(&name("node-b"), &b.addr)
+        .await
+        .expect("rekey");
+    assert_eq!((second.epoch, second.suite), (Epoch(2), Suite::AesGcm256));
+    assert_ne!(first.outbound.key, second.outbound.key);
+    assert_eq!(second.inbound.key.bytes().len(), 36);
+    wait_for_established(&b.installer, &name("node-a"), 2).await;
+    assert_eq!(
+        b.installer
+            .established_pair(&name("node-a"))
+            .map(|p| p.inbound),
+        Some(second.outbound)
+    );
+}
+
+#[tokio::test]
+async fn a_rate_limited_initiator_retries_with_backoff_and_gets_through() {
+    let config = KexConfig {
+        peer_rate_per_second: 10.0,
+        peer_rate_burst: 1,
+        ..KexConfig::default()
+    };
+    let (a, b) = pair_of_agents(config).await;
+    a.client
+        .handshake(&name("node-b"), &b.addr)
+        .await
+        .expect("first uses the burst");
+    let err = a
+        .client
+        .handshake(&name("node-b"), &b.addr)
+        .await
+        .expect_err("second is limited");
+    assert!(
+        matches!(
+            err,
+            HandshakeError::Rejected {
+                kind: Some(RejectionKind::RateLimited),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let schedule = RetrySchedule {
+        base: Duration::from_millis(100),
+        max: Duration::from_secs(1),
+        max_attempts: 10,
+    };
+    a.client
+        .handshake_with_retry(&name("node-b"), &b.addr, &schedule)
+        .await
+        .expect("gets through after backoff");
+}
