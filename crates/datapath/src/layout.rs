@@ -179,16 +179,12 @@ impl Builder {
         action: Action,
         template: Option<Template>,
     ) {
-        let key = PolicyKey {
-            dir,
-            src,
-            dst,
-            priority: priority.value(),
-        };
+        let key = PolicyKey { dir, src, dst };
         self.out.policies.insert(
             key,
             Policy {
                 key,
+                priority: priority.value(),
                 action,
                 template,
             },

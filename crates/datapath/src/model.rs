@@ -99,19 +99,20 @@ pub struct Template {
     pub optional: bool,
 }
 
-/// The identity of a policy in the kernel: direction, selector and priority.
+/// The identity of a policy in the kernel: direction and selector (since Linux 5.8 the priority
+/// is not part of it: a policy with the same selector replaces or collides with another).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PolicyKey {
     pub dir: Direction,
     pub src: IpNet,
     pub dst: IpNet,
-    pub priority: u32,
 }
 
 /// An XFRM policy.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Policy {
     pub key: PolicyKey,
+    pub priority: u32,
     pub action: Action,
     pub template: Option<Template>,
 }
@@ -119,7 +120,7 @@ pub struct Policy {
 impl Policy {
     /// Ours when its priority is in the layout's band.
     pub fn is_ours(&self) -> bool {
-        Priority::from_value(self.key.priority).is_some()
+        Priority::from_value(self.priority).is_some()
     }
 }
 

@@ -126,17 +126,17 @@ pub fn plan(desired: &DatapathState, observed: &DatapathState) -> Plan {
         }
     }
     add_pol.sort_by_key(|s| match s {
-        Step::AddPolicy(p) | Step::UpdatePolicy(p) => p.key.priority,
+        Step::AddPolicy(p) | Step::UpdatePolicy(p) => p.priority,
         _ => u32::MAX,
     });
-    let mut del_pol: Vec<PolicyKey> = observed
+    let mut del_pol: Vec<&Policy> = observed
         .policies
-        .keys()
-        .filter(|k| !desired.policies.contains_key(k))
-        .copied()
+        .values()
+        .filter(|p| !desired.policies.contains_key(&p.key))
         .collect();
     // Per-peer policies first, node-wide guards last.
-    del_pol.sort_by_key(|k| k.priority);
+    del_pol.sort_by_key(|p| p.priority);
+    let del_pol: Vec<PolicyKey> = del_pol.into_iter().map(|p| p.key).collect();
 
     let mut routes = Vec::new();
     for (dst, want) in &desired.routes {

@@ -127,7 +127,7 @@ fn policy_line(p: &Policy) -> String {
         "{dir} {} -> {} prio {} {what}",
         p.key.src,
         p.key.dst,
-        p.key.priority - PRIORITY_BAND
+        p.priority - PRIORITY_BAND
     )
 }
 
@@ -184,7 +184,7 @@ fn a_peer_without_keys_has_only_its_route_so_its_pods_stay_blocked() {
     assert!(desired
         .policies
         .values()
-        .all(|p| p.key.priority != Priority::Peer.value()));
+        .all(|p| p.priority != Priority::Peer.value()));
     assert!(desired.policies.values().any(|p| p.action == Action::Block
         && p.key.dir == Direction::Out
         && p.key.dst == net("10.244.0.0/16")));
@@ -245,7 +245,7 @@ fn the_first_plan_adds_inbound_sas_then_outbound_then_policies_by_priority_then_
         .steps
         .iter()
         .filter_map(|s| match s {
-            Step::AddPolicy(p) => Some(p.key.priority),
+            Step::AddPolicy(p) => Some(p.priority),
             _ => None,
         })
         .collect();
