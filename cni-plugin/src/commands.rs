@@ -245,11 +245,13 @@ pub async fn del(
 ) -> Result<(), CniError> {
     let host = Netlink::current().map_err(kernel)?;
     let host_veth = attachment.host_veth_name();
-    // Deleting one end of a veth deletes both.
-    if host.delete_link(&host_veth).await.map_err(kernel)? {
-        log.info(&format!("deleted host veth {host_veth}"));
+    // Deleting one end of a veth deletes both, so the pod side needs a look only when the host
+    // side was already gone. (The kernel's unregistration of a veth, 10-20 ms, dominates DEL.)
+    let deleted_pair = host.delete_link(&host_veth).await.map_err(kernel)?;
+    if deleted_pair {
+        log.info(&format!("deleted host veth {host_veth} and its pod side"));
     }
-    if let Some(path) = netns {
+    if let (false, Some(path)) = (deleted_pair, netns) {
         match File::open(path) {
             Ok(ns) => match Netlink::in_namespace(&ns, path) {
                 Ok(pod) => match pod.link(&attachment.ifname).await {

@@ -27,6 +27,7 @@ the node encrypts; ADD fails with CNI error 50 while it does not.
 ";
 
 fn main() -> ExitCode {
+    let started = std::time::Instant::now();
     if let Some(arg) = std::env::args().nth(1) {
         match arg.as_str() {
             "--version" | "-V" => println!("cipherlane {}", env!("CARGO_PKG_VERSION")),
@@ -45,7 +46,7 @@ fn main() -> ExitCode {
             )),
             LATEST.to_string(),
         ),
-        Ok(_) => run(&stdin, &mut log),
+        Ok(_) => run(&stdin, &mut log, started),
     };
     let mut out = std::io::stdout().lock();
     match outcome {
@@ -63,7 +64,11 @@ fn main() -> ExitCode {
 }
 
 /// Runs one invocation; returns the stdout JSON (if any) and the cniVersion to answer with.
-fn run(stdin: &[u8], log: &mut log::Log) -> (Result<Option<serde_json::Value>, CniError>, String) {
+fn run(
+    stdin: &[u8],
+    log: &mut log::Log,
+    started: std::time::Instant,
+) -> (Result<Option<serde_json::Value>, CniError>, String) {
     let obj = config::parse_object(stdin);
     let version = obj
         .as_ref()
@@ -103,7 +108,6 @@ fn run(stdin: &[u8], log: &mut log::Log) -> (Result<Option<serde_json::Value>, C
             )
         }
     };
-    let started = std::time::Instant::now();
     let outcome = runtime.block_on(dispatch(&inv, &conf, log));
     if outcome.is_ok() {
         log.info(&format!("done in {} µs", started.elapsed().as_micros()));

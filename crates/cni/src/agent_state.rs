@@ -169,7 +169,7 @@ pub fn read_agent_state(path: &Path) -> Result<AgentState, AgentStateError> {
 /// creating the folder if needed. Readers see the old or the new state, never a torn one.
 pub fn write_agent_state(path: &Path, state: &AgentState) -> io::Result<()> {
     let json = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
-    atomic_file::write(path, &json, 0o644)
+    atomic_file::write(path, &json, 0o644, atomic_file::Durability::PowerLoss)
 }
 
 #[cfg(test)]

@@ -10,9 +10,20 @@ use std::path::Path;
 /// Suffix of temporary files; a crash may leave one behind, which [`is_temporary`] recognises.
 pub const TEMP_SUFFIX: &str = ".tmp";
 
-/// Writes `contents` to `path` via a temporary file in the same folder, fsync, rename, and an
-/// fsync of the folder. Creates the folder if it is missing.
-pub fn write(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+/// How far a write must survive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Survives a crash of the writing process (rename is atomic; the page cache is shared).
+    /// After a power loss the file may be missing or empty, so readers must treat an empty or
+    /// unreadable file conservatively.
+    ProcessCrash,
+    /// Also survives a power loss: fsync of the file before the rename and of the folder after.
+    PowerLoss,
+}
+
+/// Writes `contents` to `path` via a temporary file in the same folder and a rename (with
+/// fsyncs for [`Durability::PowerLoss`]). Creates the folder if it is missing.
+pub fn write(path: &Path, contents: &[u8], mode: u32, durability: Durability) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::other(format!("{} has no parent folder", path.display())))?;
@@ -33,9 +44,14 @@ pub fn write(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
             .mode(mode)
             .open(&tmp)?;
         f.write_all(contents)?;
-        f.sync_all()?;
+        if durability == Durability::PowerLoss {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        if durability == Durability::PowerLoss {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -56,8 +72,8 @@ mod tests {
     fn a_write_replaces_the_file_and_leaves_no_temporary() {
         let dir = std::env::temp_dir().join(format!("cl-atomic-{}", std::process::id()));
         let path = dir.join("f.json");
-        write(&path, b"one", 0o600).unwrap();
-        write(&path, b"two", 0o600).unwrap();
+        write(&path, b"one", 0o600, Durability::PowerLoss).unwrap();
+        write(&path, b"two", 0o600, Durability::ProcessCrash).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
         let names: Vec<String> = fs::read_dir(&dir)
             .unwrap()

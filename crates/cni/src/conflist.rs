@@ -73,7 +73,12 @@ impl ConflistSpec {
 /// Writes the conflist atomically into `dir`; returns its path.
 pub fn write_conflist(dir: &Path, spec: &ConflistSpec) -> io::Result<PathBuf> {
     let path = dir.join(CONFLIST_FILE_NAME);
-    atomic_file::write(&path, spec.render().as_bytes(), 0o644)?;
+    atomic_file::write(
+        &path,
+        spec.render().as_bytes(),
+        0o644,
+        atomic_file::Durability::PowerLoss,
+    )?;
     Ok(path)
 }
 
