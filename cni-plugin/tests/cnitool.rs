@@ -91,6 +91,18 @@ fn a_pod_goes_through_add_check_status_and_del_with_cnitool() {
         String::from_utf8_lossy(&ping.stdout)
     );
 
+    // A second pod on the same node: pod to pod through the node (host veth forwarding).
+    let pod2 = node.pod("p2");
+    let ip2 = pod_ip(&result_of(&node.cnitool("add", &pod2, &[])));
+    assert_ne!(ip, ip2);
+    let ping = node.in_pod(&pod, &["ping", "-c", "1", "-W", "2", &ip2]);
+    assert!(
+        ping.status.success(),
+        "pod cannot reach a pod on its node: {}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+    assert!(node.cnitool("del", &pod2, &[]).status.success());
+
     let check = node.cnitool("check", &pod, &[]);
     assert!(check.status.success(), "CHECK failed: {}", stderr(&check));
     let status = node.cnitool("status", &pod, &[]);
