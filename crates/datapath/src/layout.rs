@@ -11,12 +11,16 @@
 //!  out  local CIDR     -> peer node IP/32     tmpl local->peer  required  Peer
 //!  fwd  peer pod CIDR  -> local pod CIDR      tmpl peer->local  required  Peer
 //!  in   peer pod CIDR  -> local node IP/32    tmpl peer->local  required  Peer
+//!  fwd  peer pod CIDR  -> local node IP/32    tmpl peer->local  required  Peer
 //!  fwd  cluster CIDR   -> local pod CIDR      block                       InboundGuard
 //!  fwd  0/0            -> local pod CIDR      tmpl any->local   optional  InboundOptional
 //!  out  0/0            -> cluster CIDR        block                       FailClosed
 //! ```
 //!
-//! The `InboundGuard` row goes beyond the hand-validated layout: clear text claiming a pod source
+//! The `fwd peer pod CIDR -> local node IP` row goes beyond the hand-validated layout: a NodePort
+//! reply (remote pod -> SNATed node IP, forwarded on to the client) is checked against `fwd`
+//! with its pre-NAT addresses (`nf_nat_decode_session`); without it the kernel drops it
+//! (`XfrmInNoPols`). The `InboundGuard` row also goes beyond the hand-validated layout: clear text claiming a pod source
 //! from a node we hold no SA with (an unknown or not-yet-keyed peer) is refused as well, not only
 //! spoofed sources of keyed peers. Same-node pod traffic is exempted above it.
 
@@ -341,14 +345,18 @@ pub fn desired_state(input: &NodeInput) -> Result<DatapathState, LayoutError> {
                     );
                 }
                 if same_family(r, &host(n)) {
-                    b.policy(
-                        Direction::In,
-                        *r,
-                        host(n),
-                        Priority::Peer,
-                        Action::Allow,
-                        Some(in_tmpl),
-                    );
+                    // Replies of NodePort/Service flows (DNAT + SNAT to the node IP) are
+                    // checked against fwd with their pre-NAT addresses: peer pod -> node IP.
+                    for dir in [Direction::In, Direction::Fwd] {
+                        b.policy(
+                            dir,
+                            *r,
+                            host(n),
+                            Priority::Peer,
+                            Action::Allow,
+                            Some(in_tmpl),
+                        );
+                    }
                 }
             }
         }

@@ -141,6 +141,7 @@ fn a_keyed_peer_gets_the_validated_policy_layout() {
         "out 10.244.1.0/24 -> 198.18.0.2/32 prio 100 tmpl 198.18.0.1->198.18.0.2 reqid 0xc1a0001",
         "fwd 10.244.2.0/24 -> 10.244.1.0/24 prio 100 tmpl 198.18.0.2->198.18.0.1 reqid 0xc1a0001",
         "in 10.244.2.0/24 -> 198.18.0.1/32 prio 100 tmpl 198.18.0.2->198.18.0.1 reqid 0xc1a0001",
+        "fwd 10.244.2.0/24 -> 198.18.0.1/32 prio 100 tmpl 198.18.0.2->198.18.0.1 reqid 0xc1a0001",
         "fwd 0.0.0.0/0 -> 10.244.1.0/24 prio 200 tmpl 0.0.0.0->198.18.0.1 reqid 0x0 use",
         "out 0.0.0.0/0 -> 10.244.1.0/24 prio 50 allow",
         "fwd 10.244.1.0/24 -> 10.244.1.0/24 prio 50 allow",
@@ -382,7 +383,7 @@ fn a_removed_peer_has_exactly_its_objects_removed_and_the_guards_stay() {
         s,
         Step::DeleteState(_) | Step::DeletePolicy(_) | Step::DeleteRoute(_)
     )));
-    assert_eq!(p.summary(), (0, 0, 2 + 4 + 1));
+    assert_eq!(p.summary(), (0, 0, 2 + 5 + 1));
     apply(&mut kernel, &p);
     assert_eq!(kernel.policies, only_b.policies);
     assert_eq!(kernel.states, only_b.states);
@@ -554,7 +555,7 @@ fn metrics_show_kernel_counters_object_counts_and_per_peer_traffic_and_age() {
     });
     for line in [
         "cipherlane_xfrm_stat{counter=\"XfrmInNoStates\"} 4",
-        "cipherlane_xfrm_policies 9",
+        "cipherlane_xfrm_policies 10",
         "cipherlane_xfrm_states 2",
         "cipherlane_peer_bytes_total{peer=\"b\",direction=\"in\"} 100",
         "cipherlane_peer_bytes_total{peer=\"b\",direction=\"out\"} 300",

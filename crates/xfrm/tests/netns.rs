@@ -240,9 +240,9 @@ fn a_thousand_peer_add_remove_cycles_leak_no_policy_and_no_route() {
                 );
                 let with = desired_state(&input(ifindex, vec![peer_b(), c])).expect("layout");
                 let p = converge(&k, &with).await;
-                assert_eq!(p.summary(), (5, 0, 0), "cycle {i} add");
+                assert_eq!(p.summary(), (6, 0, 0), "cycle {i} add");
                 let p = converge(&k, &base).await;
-                assert_eq!(p.summary(), (0, 0, 5), "cycle {i} remove");
+                assert_eq!(p.summary(), (0, 0, 6), "cycle {i} remove");
             }
             let observed = k.observe(&[ip("198.18.0.1")]).await.expect("observe");
             (base_len, observed, base)
@@ -279,7 +279,7 @@ fn uninstall_removes_only_what_cipherlane_installed() {
             (report, again, observed)
         })
     });
-    assert_eq!(report.policies, 9);
+    assert_eq!(report.policies, 10);
     assert_eq!(report.routes, 1);
     assert_eq!(
         again,
