@@ -89,3 +89,46 @@ wire_report() { # FILE POD_CIDR: print ESP count, clear pod packets, marker; fai
 xfrm_errors() { # NODE: the non-zero XFRM error counters of a node
   ip netns exec "$1" cat /proc/net/xfrm_stat | awk '$2 != 0'
 }
+
+# --- the real system: API server objects, agents, pods through the CNI plugin ---------------------
+KUBECTL=$(ls /repo/.cache/tools/*/bin/kubectl 2>/dev/null | head -n 1)
+CNITOOL=$(ls /repo/.cache/tools/*/bin/cnitool 2>/dev/null | head -n 1)
+k() { "$KUBECTL" --kubeconfig /out/kubeconfig "$@"; }
+
+lab_api_ready() { # the lab API server must be reachable from the VM
+  [ -f /out/kubeconfig ] || fail "no /out/kubeconfig: start the lab API server before the VM (tests/lab/apiserver.sh start)"
+  [ -n "$KUBECTL" ] && [ -n "$CNITOOL" ] || fail "kubectl/cnitool not built (tests/tools/build.sh)"
+  wait_for 20 k get --raw /readyz || fail "the lab API server is not reachable at 10.0.2.2"
+  k apply --server-side --force-conflicts -f /repo/deploy/crds/ >/dev/null || fail "cannot install the CRDs"
+  k wait --for condition=established --timeout=30s crd/cipherlanenodes.cipherlane.io crd/rotationpolicies.cipherlane.io >/dev/null
+}
+
+k8s_node() { # NAME IP POD_CIDR: a Node object as node IPAM and kubelet would write it (fresh)
+  k delete cipherlanenode "$1" --ignore-not-found --wait=false >/dev/null 2>&1
+  k delete node "$1" --ignore-not-found >/dev/null 2>&1
+  printf 'apiVersion: v1\nkind: Node\nmetadata:\n  name: %s\n  labels: {kubernetes.io/hostname: %s}\nspec:\n  podCIDR: %s\n  podCIDRs: [%s]\n' "$1" "$1" "$3" "$3" | k apply -f - >/dev/null
+  k patch node "$1" --subresource=status --type=merge \
+    -p "{\"status\":{\"addresses\":[{\"type\":\"InternalIP\",\"address\":\"$2\"}]}}" >/dev/null
+}
+
+agent_start() { # NODE_NS NODE_NAME NODE_IP [extra flags]: the real agent in the node's namespace
+  ns=$1; name=$2; ip=$3; shift 3
+  mkdir -p /run/cl/$ns /var/lib/cl/$ns /etc/cni/$ns /var/log/cl/$ns
+  ip netns exec "$ns" env KUBECONFIG=/out/kubeconfig RUST_LOG=${AGENT_LOG:-info} \
+    "$BIN/cipherlane-agent" run --node-name "$name" --cluster-pod-cidrs 10.244.0.0/16 \
+    --http-addr "$ip:9472" --state-dir /run/cl/$ns --data-dir /var/lib/cl/$ns \
+    --cni-conf-dir /etc/cni/$ns --cni-log-dir /var/log/cl/$ns --resync 5s "$@" \
+    >> "/tmp/agent-$ns.log" 2>&1 &
+  echo $! > "/tmp/agent-$ns.pid"
+}
+agent_stop() { kill "$(cat /tmp/agent-$1.pid)" 2>/dev/null; sleep 0.5; kill -9 "$(cat /tmp/agent-$1.pid)" 2>/dev/null; true; }
+agent_kill() { kill -9 "$(cat /tmp/agent-$1.pid)" 2>/dev/null; true; }
+agent_ready() { grep -q '"ready": *true' /run/cl/$1/agent-state.json 2>/dev/null; }
+agent_log_tail() { echo "--- agent $1 log (tail) ---"; tail -n ${2:-30} "/tmp/agent-$1.log"; }
+
+pod_add() { # NODE_NS POD: a pod created through the real CNI plugin via cnitool; prints its IP
+  ip netns add "$2"
+  out=$(ip netns exec "$1" env CNI_PATH="$BIN" NETCONFPATH=/etc/cni/$1 "$CNITOOL" add cipherlane "/run/netns/$2" 2>&1) || {
+    echo "$out" >&2; return 1; }
+  echo "$out" | tr -d ' \n' | grep -o '"address":"[0-9.]*' | head -n 1 | cut -d'"' -f4
+}

@@ -7,3 +7,10 @@
 pub mod config;
 pub mod http;
 pub mod keyring;
+pub mod logging;
+pub mod maintenance;
+pub mod node;
+pub mod rekey;
+
+pub use config::RunArgs;
+pub use node::run;

@@ -1,0 +1,825 @@
+//! `cipherlane-agent run`: the node agent's tasks and how they share state.
+//!
+//! ```text
+//!  watch_cluster ──PeerView──> Shared.view ──> directory (kex), initiator loop, reconcile
+//!  KexService / KexClient ──SaInstaller──> Keyring ──> reconcile ──> xfrm::Kernel (netlink)
+//!  expiry events ──> rekey requests          reconcile ──> readiness (agent-state.json, conflist)
+//!  status loop ──> CipherlaneNode status     http ──> /healthz /readyz /metrics
+//! ```
+//!
+//! Ordering rules that keep traffic flowing:
+//! - the kernel is not touched until the first complete view of the cluster has been read, so a
+//!   restarted agent (or one whose API server is down) leaves working SAs alone;
+//! - on start the kernel's SAs for known peers are adopted as established pairs (no SA churn);
+//! - an SA the key exchange asks for is in the kernel before the installer returns (the protocol
+//!   answers a peer only after its inbound SA exists);
+//! - removing SAs happens only in reconcile, after their grace period or when a peer is gone.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use cipherlane_agent_k8s::{PeerState, PeerSummary, PeerView, StatusWriter};
+use cipherlane_cni::agent_state::{write_agent_state, AgentState};
+use cipherlane_cni::conflist::ConflistSpec;
+use cipherlane_core::{Epoch, NodeName, SaDirection, SaPair, Suite};
+use cipherlane_datapath::{
+    adopt_keys, desired_state, parse_xfrm_stat, plan, pod_mtu_for_all, render_metrics, LocalNode,
+    MetricsInput, NodeInput, Observed, OuterFamily, Peer, SaLimits, SaSettings,
+};
+use cipherlane_k8s_api::k8s_openapi::api::core::v1::Node;
+use cipherlane_k8s_api::kube::{Api, Client};
+use cipherlane_k8s_api::CipherlaneNodeSpec;
+use cipherlane_kex::{
+    initiates, Endpoint, InstallError, KexConfig, PairPolicy as KexPairPolicy, PeerDirectory,
+    PeerEntry, RetrySchedule, SaInstaller, SystemClock,
+};
+use cipherlane_kex_grpc::{parse_public_key_base64, ClientConfig, KexClient, NodeIdentity};
+use cipherlane_policy::Timestamp;
+use cipherlane_xfrm::{diagnose_missing_support, read_kernel_config, Kernel};
+use ipnet::IpNet;
+use tokio::sync::{watch, Notify};
+
+use crate::config::RunArgs;
+use crate::http::{self, Handler, Response};
+use crate::keyring::Keyring;
+use crate::rekey::{due, RekeyInput};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Short critical sections with no partial updates: a poisoned lock still holds usable data.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What this node is, once read from the API server.
+#[derive(Clone, Debug)]
+struct Local {
+    name: NodeName,
+    node_ip: IpAddr,
+    pod_cidrs: Vec<IpNet>,
+    underlay_ifindex: u32,
+    underlay_mtu: u32,
+}
+
+/// State shared by the agent's tasks.
+struct Shared {
+    args: RunArgs,
+    local: Local,
+    kernel: Kernel,
+    keyring: Mutex<Keyring>,
+    view: RwLock<PeerView>,
+    /// Serialises every change to the kernel.
+    apply: tokio::sync::Mutex<()>,
+    ready: AtomicBool,
+    not_ready_reason: Mutex<String>,
+    observed: Mutex<Option<Observed>>,
+    failing: Mutex<BTreeSet<NodeName>>,
+    expired: Mutex<BTreeSet<NodeName>>,
+    in_flight: Mutex<BTreeSet<NodeName>>,
+    last_rotation: Mutex<Option<Timestamp>>,
+    wake: Notify,
+    endpoint: RwLock<Option<Arc<Endpoint>>>,
+}
+
+impl Shared {
+    fn view(&self) -> PeerView {
+        self.view.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn grace_for(&self, peer: &NodeName) -> Duration {
+        self.view()
+            .peers
+            .iter()
+            .find(|p| &p.spec.name == peer)
+            .map_or(self.args.grace_period, |p| p.pair.grace_period)
+    }
+
+    fn limits(&self, view: &PeerView) -> SaLimits {
+        // One node-wide setting: the tightest volume limit of any pair's policy. The soft limit
+        // (rekey) is at 80% of the policy's figure, the hard limit (the kernel drops the SA) at 100%.
+        let bytes = view.peers.iter().filter_map(|p| p.pair.max_bytes).min();
+        let packets = view.peers.iter().filter_map(|p| p.pair.max_packets).min();
+        SaLimits {
+            soft_bytes: bytes.map(|b| b / 5 * 4),
+            hard_bytes: bytes,
+            soft_packets: packets.map(|p| p / 5 * 4),
+            hard_packets: packets,
+        }
+    }
+
+    /// Brings the kernel to the desired state for the current view and keyring.
+    async fn reconcile(&self) -> anyhow::Result<()> {
+        let _guard = self.apply.lock().await;
+        let view = self.view();
+        if !view.synced {
+            return Ok(()); // never act on a partial picture of the cluster
+        }
+        let peers: Vec<Peer> = {
+            let mut ring = lock(&self.keyring);
+            ring.expire(Instant::now());
+            let known: BTreeSet<&NodeName> = view.peers.iter().map(|p| &p.spec.name).collect();
+            let gone: Vec<NodeName> = ring
+                .peers()
+                .filter(|p| !known.contains(p))
+                .cloned()
+                .collect();
+            for p in gone {
+                tracing::info!(peer = %p, "peer removed or revoked; dropping its SAs");
+                ring.remove_peer(&p);
+            }
+            view.peers
+                .iter()
+                .map(|p| Peer {
+                    spec: p.spec.clone(),
+                    keys: ring.keys(&p.spec.name),
+                })
+                .collect()
+        };
+        let input = NodeInput {
+            local: LocalNode {
+                name: self.local.name.clone(),
+                node_ip: self.local.node_ip,
+                pod_cidrs: self.local.pod_cidrs.clone(),
+                underlay_ifindex: self.local.underlay_ifindex,
+            },
+            cluster_pod_cidrs: self.args.cluster_pod_cidrs.clone(),
+            peers,
+            settings: SaSettings {
+                replay_window: 1024,
+                limits: self.limits(&view),
+                fips: self.args.fips,
+            },
+        };
+        let desired = desired_state(&input).context("computing the desired datapath")?;
+        let observed = self
+            .kernel
+            .observe(&[self.local.node_ip])
+            .await
+            .context("reading the kernel's XFRM state")?;
+        let plan = plan(&desired, &observed.datapath);
+        if !plan.is_empty() {
+            let (adds, updates, deletes) = plan.summary();
+            tracing::info!(adds, updates, deletes, "applying datapath changes");
+            self.kernel
+                .apply(&plan)
+                .await
+                .context("programming the kernel's XFRM state")?;
+        }
+        *lock(&self.observed) = Some(observed);
+        Ok(())
+    }
+
+    fn set_ready(&self, ready: bool, reason: &str) {
+        let was = self.ready.swap(ready, Ordering::SeqCst);
+        *lock(&self.not_ready_reason) = reason.to_string();
+        if was != ready {
+            if ready {
+                tracing::info!("node ready: the datapath is programmed and fail-closed");
+            } else {
+                tracing::warn!(reason, "node not ready");
+            }
+        }
+    }
+}
+
+/// The agent's side of the key exchange's SA seam: every call lands in the kernel before it returns.
+struct Installer(Arc<Shared>);
+
+impl Installer {
+    async fn apply(&self, peer: &NodeName) -> Result<(), InstallError> {
+        self.0.reconcile().await.map_err(|e| InstallError {
+            peer: peer.clone(),
+            reason: format!("{e:#}"),
+        })
+    }
+}
+
+impl SaInstaller for Installer {
+    async fn install_inbound(
+        &self,
+        peer: &NodeName,
+        epoch: Epoch,
+        sa: &SaDirection,
+    ) -> Result<(), InstallError> {
+        lock(&self.0.keyring).install_inbound(peer, epoch, sa);
+        self.apply(peer).await
+    }
+
+    async fn switch_outbound(
+        &self,
+        peer: &NodeName,
+        epoch: Epoch,
+        sa: &SaDirection,
+    ) -> Result<(), InstallError> {
+        lock(&self.0.keyring).switch_outbound(peer, epoch, sa);
+        self.apply(peer).await
+    }
+
+    async fn established(&self, peer: &NodeName, pair: &SaPair) -> Result<(), InstallError> {
+        let grace = self.0.grace_for(peer);
+        lock(&self.0.keyring).established(peer, pair, Instant::now(), grace);
+        lock(&self.0.expired).remove(peer);
+        lock(&self.0.failing).remove(peer);
+        *lock(&self.0.last_rotation) = Some(Timestamp::now());
+        tracing::info!(%peer, epoch = %pair.epoch, suite = %pair.suite,
+            inbound_spi = %pair.inbound.spi, outbound_spi = %pair.outbound.spi, "SA pair established");
+        self.apply(peer).await?;
+        self.0.wake.notify_one(); // the old SAs' retirement timer
+        Ok(())
+    }
+}
+
+/// The key exchange's view of peers, read from the cluster view.
+struct Directory(Arc<Shared>);
+
+impl PeerDirectory for Directory {
+    fn lookup(&self, peer: &NodeName) -> Option<PeerEntry> {
+        let view = self.0.view();
+        if view.revoked.contains(peer.as_str()) {
+            // revoked peers are absent from `peers`; say so explicitly for a precise rejection
+            return Some(PeerEntry {
+                identity_key: [0; 32],
+                revoked: true,
+                policy: KexPairPolicy::only(Epoch(0), self.0.args.suite),
+            });
+        }
+        let p = view.peers.iter().find(|p| &p.spec.name == peer)?;
+        let identity_key = parse_public_key_base64(&p.identity_key).ok()?;
+        let allowed: Vec<Suite> = if self.0.args.fips {
+            vec![p.pair.suite]
+                .into_iter()
+                .filter(|s| s.fips_approved())
+                .collect()
+        } else {
+            vec![p.pair.suite]
+        };
+        Some(PeerEntry {
+            identity_key,
+            revoked: view.local_revoked,
+            policy: KexPairPolicy {
+                epoch: p.pair.epoch,
+                suite: p.pair.suite,
+                allowed,
+            },
+        })
+    }
+}
+
+/// Serves /healthz, /readyz and /metrics.
+struct Probes(Arc<Shared>);
+
+impl Handler for Probes {
+    fn get(&self, path: &str) -> Response {
+        match path {
+            "/healthz" => Response::text(200, "ok\n"),
+            "/readyz" => {
+                if self.0.ready.load(Ordering::SeqCst) {
+                    Response::text(200, "ready\n")
+                } else {
+                    Response::text(
+                        503,
+                        format!("not ready: {}\n", lock(&self.0.not_ready_reason)),
+                    )
+                }
+            }
+            "/metrics" => Response {
+                status: 200,
+                content_type: "text/plain; version=0.0.4",
+                body: self.0.metrics(),
+            },
+            _ => Response::text(404, "not found\n"),
+        }
+    }
+}
+
+impl Shared {
+    fn metrics(&self) -> String {
+        let stat = std::fs::read_to_string("/proc/net/xfrm_stat").unwrap_or_default();
+        let counters = parse_xfrm_stat(&stat).unwrap_or_default();
+        let view = self.view();
+        let specs: Vec<_> = view.peers.iter().map(|p| p.spec.clone()).collect();
+        let observed = lock(&self.observed).clone().unwrap_or_default();
+        let now_unix = Timestamp::now().as_second().max(0) as u64;
+        let mut out = render_metrics(&MetricsInput {
+            xfrm_stat: &counters,
+            observed: &observed,
+            peers: &specs,
+            now_unix,
+        });
+        let ready = u8::from(self.ready.load(Ordering::SeqCst));
+        let established = {
+            let ring = lock(&self.keyring);
+            view.peers
+                .iter()
+                .filter(|p| ring.current(&p.spec.name).is_some())
+                .count()
+        };
+        out.push_str(&format!(
+            "# HELP cipherlane_agent_ready 1 when the node encrypts and CNI ADD is allowed.\n\
+             # TYPE cipherlane_agent_ready gauge\ncipherlane_agent_ready {ready}\n\
+             # HELP cipherlane_peers Peers known from the API server.\n# TYPE cipherlane_peers gauge\n\
+             cipherlane_peers {}\n\
+             # HELP cipherlane_peers_established Peers with an established SA pair.\n\
+             # TYPE cipherlane_peers_established gauge\ncipherlane_peers_established {established}\n\
+             # HELP cipherlane_peers_failing Peers whose handshakes are failing.\n\
+             # TYPE cipherlane_peers_failing gauge\ncipherlane_peers_failing {}\n",
+            view.peers.len(),
+            lock(&self.failing).len()
+        ));
+        if let Some(ep) = self
+            .endpoint
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            let m = ep.metrics();
+            out.push_str(&format!(
+                "# HELP cipherlane_handshakes_total Handshakes by outcome and role.\n\
+                 # TYPE cipherlane_handshakes_total counter\n\
+                 cipherlane_handshakes_total{{role=\"initiator\",outcome=\"started\"}} {}\n\
+                 cipherlane_handshakes_total{{role=\"initiator\",outcome=\"established\"}} {}\n\
+                 cipherlane_handshakes_total{{role=\"responder\",outcome=\"established\"}} {}\n\
+                 # HELP cipherlane_handshake_rejections_total Refused handshake messages by reason.\n\
+                 # TYPE cipherlane_handshake_rejections_total counter\n",
+                m.initiated(),
+                m.established_as_initiator(),
+                m.established_as_responder()
+            ));
+            for (reason, n) in m.rejection_counts() {
+                out.push_str(&format!(
+                    "cipherlane_handshake_rejections_total{{reason=\"{reason}\"}} {n}\n"
+                ));
+            }
+        }
+        out
+    }
+}
+
+async fn local_node(
+    client: &Client,
+    args: &RunArgs,
+    name: &NodeName,
+) -> anyhow::Result<(IpAddr, Vec<IpNet>)> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match nodes.get(name.as_str()).await {
+            Ok(node) => {
+                let spec = node.spec.unwrap_or_default();
+                let mut cidrs: Vec<String> = spec.pod_cidrs.unwrap_or_default();
+                if cidrs.is_empty() {
+                    cidrs.extend(spec.pod_cidr);
+                }
+                let pod_cidrs: Vec<IpNet> = cidrs
+                    .iter()
+                    .map(|c| {
+                        c.parse()
+                            .with_context(|| format!("Node {name} has a bad pod CIDR {c:?}"))
+                    })
+                    .collect::<anyhow::Result<_>>()?;
+                let internal = node
+                    .status
+                    .and_then(|s| s.addresses)
+                    .and_then(|a| a.into_iter().find(|a| a.type_ == "InternalIP"))
+                    .and_then(|a| a.address.parse::<IpAddr>().ok());
+                let ip = args.node_ip.or(internal);
+                match (ip, pod_cidrs.is_empty()) {
+                    (Some(ip), false) => return Ok((ip, pod_cidrs)),
+                    (None, _) => {
+                        tracing::warn!(node = %name, "Node has no InternalIP yet and --node-ip is not set; waiting")
+                    }
+                    (_, true) => {
+                        tracing::warn!(node = %name, "Node has no spec.podCIDRs yet (node IPAM); waiting")
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(node = %name, error = %e, "cannot read this node's Node object yet; retrying")
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+fn interface_mtu(ifindex: u32) -> Option<u32> {
+    for entry in std::fs::read_dir("/sys/class/net").ok()?.flatten() {
+        let p = entry.path();
+        let idx = std::fs::read_to_string(p.join("ifindex")).ok()?;
+        if idx.trim().parse::<u32>().ok() == Some(ifindex) {
+            return std::fs::read_to_string(p.join("mtu"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok();
+        }
+    }
+    None
+}
+
+fn write_file_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+fn agent_state_path(args: &RunArgs) -> std::path::PathBuf {
+    args.state_dir.join("agent-state.json")
+}
+
+/// Says "not ready" to the CNI plugin and the probes, then serves the probes until stopped.
+async fn stay_not_ready(args: &RunArgs, name: &NodeName, reason: String) -> anyhow::Result<()> {
+    tracing::error!("{reason}");
+    if let Err(e) = write_agent_state(
+        &agent_state_path(args),
+        &AgentState::not_ready(name.as_str(), &reason),
+    ) {
+        tracing::warn!(error = %e, "cannot write the agent state file");
+    }
+    struct NotReady(String);
+    impl Handler for NotReady {
+        fn get(&self, path: &str) -> Response {
+            match path {
+                "/healthz" => Response::text(200, "ok\n"),
+                "/readyz" => Response::text(503, format!("not ready: {}\n", self.0)),
+                _ => Response::text(404, "not found\n"),
+            }
+        }
+    }
+    let listener = http::bind(args.http_addr).await?;
+    tokio::select! {
+        _ = http::serve(listener, Arc::new(NotReady(reason))) => {}
+        _ = shutdown_signal() => {}
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Runs the agent until SIGTERM/SIGINT. The datapath stays in place when it stops (fail-closed).
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let name = args.validate()?;
+    let kernel = Kernel::connect().context("opening netlink (the agent needs CAP_NET_ADMIN)")?;
+
+    // 1. The kernel must do ESP with our suite, or nothing is installed at all.
+    if let Err(probe) = kernel.probe_esp(args.suite, false).await {
+        let missing =
+            diagnose_missing_support(probe, read_kernel_config().as_deref(), args.suite, false);
+        return stay_not_ready(&args, &name, missing.to_string()).await;
+    }
+
+    // 2. Who we are: the Node object (tunnel IP, pod CIDRs) and the identity key.
+    let client = Client::try_default()
+        .await
+        .context("connecting to the API server (in-cluster config or KUBECONFIG)")?;
+    let (node_ip, pod_cidrs) = local_node(&client, &args, &name).await?;
+    let underlay_ifindex = kernel
+        .underlay_ifindex(node_ip)
+        .await
+        .with_context(|| format!("no local interface holds the node IP {node_ip}"))?;
+    let underlay_mtu = if args.mtu > 0 {
+        args.mtu
+    } else {
+        interface_mtu(underlay_ifindex).unwrap_or(1500)
+    };
+    let identity = NodeIdentity::load_or_create(&args.data_dir.join("identity.pk8"))
+        .context("loading the node identity key")?;
+    let spec = CipherlaneNodeSpec {
+        identity_key: identity.public_key_base64(),
+        node_ip: node_ip.to_string(),
+        endpoint: SocketAddr::new(node_ip, args.kex_port).to_string(),
+        pod_cidrs: pod_cidrs.iter().map(ToString::to_string).collect(),
+        suites: Suite::ALL
+            .iter()
+            .filter(|s| !args.fips || s.fips_approved())
+            .map(|s| s.name().to_string())
+            .collect(),
+    };
+    tracing::info!(node = %name, %node_ip, pod_cidrs = ?spec.pod_cidrs, underlay_mtu, "starting");
+
+    let shared = Arc::new(Shared {
+        local: Local {
+            name: name.clone(),
+            node_ip,
+            pod_cidrs,
+            underlay_ifindex,
+            underlay_mtu,
+        },
+        kernel,
+        keyring: Mutex::new(Keyring::new()),
+        view: RwLock::new(PeerView::default()),
+        apply: tokio::sync::Mutex::new(()),
+        ready: AtomicBool::new(false),
+        not_ready_reason: Mutex::new("starting: the cluster view is not read yet".into()),
+        observed: Mutex::new(None),
+        failing: Mutex::new(BTreeSet::new()),
+        expired: Mutex::new(BTreeSet::new()),
+        in_flight: Mutex::new(BTreeSet::new()),
+        last_rotation: Mutex::new(None),
+        wake: Notify::new(),
+        endpoint: RwLock::new(None),
+        args,
+    });
+
+    // Probes answer from the start (not ready until the datapath is programmed).
+    let listener = http::bind(shared.args.http_addr).await?;
+    tokio::spawn(http::serve(listener, Arc::new(Probes(shared.clone()))));
+
+    // 3. Publish ourselves (retrying: the API server may be briefly away).
+    let generation = {
+        let mut delay = Duration::from_millis(500);
+        loop {
+            match cipherlane_agent_k8s::publish(client.clone(), name.as_str(), &spec).await {
+                Ok(obj) => break obj.metadata.generation,
+                Err(e) => tracing::warn!(error = %e, "cannot publish CipherlaneNode yet; retrying"),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    };
+
+    // 4. Watch the cluster; wait for the first complete view before touching the kernel.
+    let (mut view_rx, watch) = cipherlane_agent_k8s::watch_cluster(client.clone(), name.as_str());
+    tokio::spawn(async move {
+        if let Err(e) = watch.await {
+            tracing::error!(error = %e, "cluster watch ended");
+        }
+    });
+    loop {
+        if view_rx.borrow().synced {
+            break;
+        }
+        view_rx
+            .changed()
+            .await
+            .context("the cluster watch stopped")?;
+    }
+    *shared.view.write().unwrap_or_else(|p| p.into_inner()) = view_rx.borrow().clone();
+
+    // 5. Adopt what the kernel already holds for known peers (a restart must not re-key).
+    adopt(&shared).await;
+
+    // 6. The key exchange.
+    let endpoint = Arc::new(Endpoint::new(
+        name.clone(),
+        identity.into_keypair(),
+        Arc::new(Directory(shared.clone())),
+        Arc::new(SystemClock::new()),
+        Arc::new(ring::rand::SystemRandom::new()),
+        KexConfig::default(),
+    ));
+    *shared.endpoint.write().unwrap_or_else(|p| p.into_inner()) = Some(endpoint.clone());
+    let installer = Arc::new(Installer(shared.clone()));
+    let kex_addr = SocketAddr::new(node_ip, shared.args.kex_port);
+    let kex_listener = tokio::net::TcpListener::bind(kex_addr)
+        .await
+        .with_context(|| format!("cannot listen for the key exchange on {kex_addr}"))?;
+    tokio::spawn(cipherlane_kex_grpc::serve(
+        kex_listener,
+        endpoint.clone(),
+        installer.clone(),
+        std::future::pending(),
+    ));
+    let client_kex = Arc::new(KexClient::new(endpoint, installer, ClientConfig::default()));
+
+    // 7. First reconcile, then readiness for the CNI plugin.
+    first_reconcile(&shared).await;
+
+    tokio::spawn(view_task(shared.clone(), view_rx));
+    tokio::spawn(expiry_task(shared.clone()));
+    tokio::spawn(status_task(shared.clone(), client.clone(), generation));
+    let reconcile = tokio::spawn(reconcile_task(shared.clone()));
+    let initiate = tokio::spawn(initiator_task(shared.clone(), client_kex));
+
+    shutdown_signal().await;
+    tracing::info!("stopping; the datapath stays in place (fail-closed)");
+    reconcile.abort();
+    initiate.abort();
+    Ok(())
+}
+
+async fn adopt(shared: &Shared) {
+    let view = shared.view();
+    let specs: Vec<_> = view.peers.iter().map(|p| p.spec.clone()).collect();
+    match shared.kernel.observe(&[shared.local.node_ip]).await {
+        Ok(observed) => {
+            let adopted = adopt_keys(&observed.datapath, &specs);
+            let mut ring = lock(&shared.keyring);
+            for (peer, keys) in adopted {
+                let Some(p) = view.peers.iter().find(|p| p.spec.name == peer) else {
+                    continue;
+                };
+                let (Some(inb), Some(out)) = (keys.inbound.last(), keys.outbound.last()) else {
+                    continue;
+                };
+                let pair = SaPair {
+                    epoch: p.pair.epoch,
+                    suite: inb.key.suite(),
+                    inbound: inb.clone(),
+                    outbound: out.clone(),
+                };
+                ring.adopt(&peer, &keys, p.pair.epoch);
+                ring.established(&peer, &pair, Instant::now(), p.pair.grace_period);
+                tracing::info!(%peer, inbound = keys.inbound.len(), outbound = keys.outbound.len(),
+                    "adopted the kernel's SAs for peer");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the kernel's SAs to adopt them"),
+    }
+}
+
+async fn first_reconcile(shared: &Arc<Shared>) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match shared.reconcile().await {
+            Ok(()) => break,
+            Err(e) => {
+                let reason = format!("programming the datapath failed: {e:#}");
+                shared.set_ready(false, &reason);
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+    publish_readiness(shared);
+}
+
+fn publish_readiness(shared: &Shared) {
+    let args = &shared.args;
+    let outer = OuterFamily::of(shared.local.node_ip);
+    let mtu = pod_mtu_for_all(shared.local.underlay_mtu, &Suite::ALL, outer);
+    let state = AgentState::ready(
+        shared.local.name.as_str(),
+        mtu,
+        shared.local.pod_cidrs.clone(),
+    );
+    if let Err(e) = write_agent_state(&agent_state_path(args), &state) {
+        tracing::error!(error = %e, path = %agent_state_path(args).display(), "cannot write the agent state; pods cannot start");
+        shared.set_ready(false, "cannot write the agent state file");
+        return;
+    }
+    let spec = ConflistSpec {
+        network_name: args.cni_network_name.clone(),
+        agent_state_file: agent_state_path(args),
+        ipam_dir: args.data_dir.join("ipam"),
+        log_file: Some(args.cni_log_dir.join("cni.log")),
+        chained_plugins: Vec::new(),
+    };
+    match write_file_atomically(&args.cni_conf_dir.join(&args.cni_conf_name), &spec.render()) {
+        Ok(()) => {
+            tracing::info!(dir = %args.cni_conf_dir.display(), file = %args.cni_conf_name, pod_mtu = mtu, "CNI config written")
+        }
+        Err(e) => tracing::error!(error = %e, "cannot write the CNI config"),
+    }
+    shared.set_ready(true, "");
+}
+
+async fn view_task(shared: Arc<Shared>, mut rx: watch::Receiver<PeerView>) {
+    while rx.changed().await.is_ok() {
+        let view = rx.borrow_and_update().clone();
+        *shared.view.write().unwrap_or_else(|p| p.into_inner()) = view;
+        shared.wake.notify_one();
+    }
+}
+
+async fn reconcile_task(shared: Arc<Shared>) {
+    loop {
+        let next_expiry = lock(&shared.keyring).next_expiry();
+        let sleep = next_expiry
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .unwrap_or(shared.args.resync)
+            .min(shared.args.resync);
+        tokio::select! {
+            _ = shared.wake.notified() => {}
+            _ = tokio::time::sleep(sleep) => {}
+        }
+        if let Err(e) = shared.reconcile().await {
+            tracing::error!(error = format!("{e:#}"), "reconcile failed; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+async fn initiator_task<I: SaInstaller>(shared: Arc<Shared>, client: Arc<KexClient<I>>) {
+    let schedule = RetrySchedule::default();
+    loop {
+        let view = shared.view();
+        let now = Timestamp::now();
+        for p in &view.peers {
+            let peer = p.spec.name.clone();
+            let input = RekeyInput {
+                initiator: initiates(&shared.local.name, &peer),
+                wanted_epoch: p.pair.epoch,
+                epoch_started: p.pair.epoch_started,
+                stagger_delay: p.pair.stagger_delay,
+                current_epoch: lock(&shared.keyring)
+                    .current(&peer)
+                    .map(|(pair, _)| pair.epoch),
+                expired: lock(&shared.expired).contains(&peer),
+                in_flight: lock(&shared.in_flight).contains(&peer),
+            };
+            let Some(why) = due(&input, now) else {
+                continue;
+            };
+            lock(&shared.in_flight).insert(peer.clone());
+            let (shared, client, schedule, addr) = (
+                shared.clone(),
+                client.clone(),
+                schedule.clone(),
+                p.endpoint.clone(),
+            );
+            tokio::spawn(async move {
+                tracing::info!(%peer, reason = ?why, "starting a handshake");
+                match client.handshake_with_retry(&peer, &addr, &schedule).await {
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "handshake failed");
+                        lock(&shared.failing).insert(peer.clone());
+                    }
+                }
+                lock(&shared.in_flight).remove(&peer);
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn expiry_task(shared: Arc<Shared>) {
+    let mut events = match shared.kernel.expiry_events() {
+        Ok(ev) => ev,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot subscribe to XFRM expiry events; volume-based rekeying is off");
+            return;
+        }
+    };
+    while let Some(ev) = events.next().await {
+        let view = shared.view();
+        let Some(peer) = view
+            .peers
+            .iter()
+            .find(|p| p.spec.node_ip == ev.dst || p.spec.node_ip == ev.src)
+        else {
+            continue;
+        };
+        tracing::info!(peer = %peer.spec.name, spi = ev.spi, hard = ev.hard, "SA lifetime reached; re-keying");
+        lock(&shared.expired).insert(peer.spec.name.clone());
+        shared.wake.notify_one();
+    }
+}
+
+async fn status_task(shared: Arc<Shared>, client: Client, generation: Option<i64>) {
+    let mut writer = StatusWriter::new(
+        client,
+        shared.local.name.as_str(),
+        Duration::from_secs(2),
+        Duration::from_secs(60),
+    );
+    writer.observe_generation(generation);
+    loop {
+        let view = shared.view();
+        let mut summary = PeerSummary::new();
+        {
+            let ring = lock(&shared.keyring);
+            let failing = lock(&shared.failing);
+            for p in &view.peers {
+                let state = match ring.current(&p.spec.name) {
+                    Some((pair, at)) => PeerState::Established {
+                        epoch: pair.epoch.0,
+                        key_age: at.elapsed(),
+                    },
+                    None if failing.contains(&p.spec.name) => PeerState::Failing,
+                    None => PeerState::Pending,
+                };
+                summary.add(
+                    p.spec.name.as_str(),
+                    p.pair.policy.as_deref().unwrap_or(""),
+                    state,
+                );
+            }
+        }
+        let ready = shared.ready.load(Ordering::SeqCst);
+        let last = *lock(&shared.last_rotation);
+        if let Err(e) = writer.report(summary, ready, last).await {
+            tracing::warn!(error = %e, "cannot write CipherlaneNode status; retrying");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

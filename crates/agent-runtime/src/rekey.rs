@@ -1,0 +1,137 @@
+//! When this node must start a handshake with a peer. Pure: the caller passes what it knows.
+//!
+//! A handshake is due when the pair has no SAs yet, when the pair's policy moved to a newer epoch
+//! (after this node's stagger delay, so that a cluster-wide rotation does not stampede), or when the
+//! kernel reported a soft expiry (bytes or packets) on one of the pair's SAs. Only the initiator of
+//! a pair (a deterministic rule, `cipherlane_kex::initiates`) starts scheduled handshakes; either side
+//! may start one for a soft expiry, since only the side whose SA expired knows of it.
+
+use std::time::Duration;
+
+use cipherlane_core::Epoch;
+use cipherlane_k8s_api::k8s_openapi::jiff::SignedDuration;
+use cipherlane_policy::Timestamp;
+
+/// Why a handshake is due.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Due {
+    /// No SA with the peer yet.
+    Initial,
+    /// The policy's epoch is newer than the pair's.
+    Epoch,
+    /// The kernel soft-expired one of the pair's SAs.
+    Expired,
+}
+
+/// What is known of one peer.
+#[derive(Clone, Copy, Debug)]
+pub struct RekeyInput {
+    /// This node is the pair's initiator.
+    pub initiator: bool,
+    /// The pair's policy epoch.
+    pub wanted_epoch: Epoch,
+    /// When that epoch began (from the policy's status), if known.
+    pub epoch_started: Option<Timestamp>,
+    /// This node's stagger slot within a rotation.
+    pub stagger_delay: Duration,
+    /// The established pair's epoch, if any.
+    pub current_epoch: Option<Epoch>,
+    /// A soft expiry was reported for this pair.
+    pub expired: bool,
+    /// A handshake with the peer is already running.
+    pub in_flight: bool,
+}
+
+/// Whether to start a handshake now.
+pub fn due(input: &RekeyInput, now: Timestamp) -> Option<Due> {
+    if input.in_flight {
+        return None;
+    }
+    if input.expired {
+        return Some(Due::Expired);
+    }
+    if !input.initiator {
+        return None;
+    }
+    match input.current_epoch {
+        None => Some(Due::Initial),
+        Some(cur) if cur < input.wanted_epoch => {
+            let slot_open = match input.epoch_started {
+                Some(start) => {
+                    let delay = SignedDuration::try_from(input.stagger_delay)
+                        .unwrap_or(SignedDuration::MAX);
+                    start.checked_add(delay).map_or(true, |t| now >= t)
+                }
+                None => true,
+            };
+            slot_open.then_some(Due::Epoch)
+        }
+        Some(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input() -> RekeyInput {
+        RekeyInput {
+            initiator: true,
+            wanted_epoch: Epoch(3),
+            epoch_started: None,
+            stagger_delay: Duration::ZERO,
+            current_epoch: Some(Epoch(3)),
+            expired: false,
+            in_flight: false,
+        }
+    }
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(secs).expect("valid")
+    }
+
+    #[test]
+    fn a_pair_at_the_policy_epoch_needs_nothing() {
+        assert_eq!(due(&input(), at(100)), None);
+    }
+
+    #[test]
+    fn a_new_pair_is_keyed_by_its_initiator_only() {
+        let i = RekeyInput {
+            current_epoch: None,
+            ..input()
+        };
+        assert_eq!(due(&i, at(100)), Some(Due::Initial));
+        let r = RekeyInput {
+            initiator: false,
+            ..i
+        };
+        assert_eq!(due(&r, at(100)), None);
+    }
+
+    #[test]
+    fn a_newer_epoch_waits_for_the_nodes_stagger_slot() {
+        let i = RekeyInput {
+            current_epoch: Some(Epoch(2)),
+            epoch_started: Some(at(1000)),
+            stagger_delay: Duration::from_secs(20),
+            ..input()
+        };
+        assert_eq!(due(&i, at(1010)), None);
+        assert_eq!(due(&i, at(1020)), Some(Due::Epoch));
+    }
+
+    #[test]
+    fn a_soft_expiry_rekeys_from_either_side_but_never_twice_at_once() {
+        let r = RekeyInput {
+            initiator: false,
+            expired: true,
+            ..input()
+        };
+        assert_eq!(due(&r, at(5)), Some(Due::Expired));
+        let busy = RekeyInput {
+            in_flight: true,
+            ..r
+        };
+        assert_eq!(due(&busy, at(5)), None);
+    }
+}
