@@ -32,8 +32,8 @@ p1=$(pod_add cn p1) || fail "CNI ADD p1"
 p2=$(pod_add cn p2) || fail "CNI ADD p2"
 echo "  pods: p1=$p1 p2=$p2"
 case $p1 in 10.244.9.*) ;; *) fail "p1 got $p1, not an address of 10.244.9.0/24" ;; esac
-check "p1 has the agent's MTU" sh -c "ip -n p1 link show eth0 | grep -q 'mtu 1400'"
-check "p1 routes through 169.254.1.1" sh -c "ip -n p1 route | grep -q 'default via 169.254.1.1 dev eth0'"
+check "p1 has the agent's MTU" sh -c "/sbin/ip -n p1 link show eth0 | grep -q 'mtu 1400'"
+check "p1 routes through 169.254.1.1" sh -c "/sbin/ip -n p1 route | grep -q 'default via 169.254.1.1 dev eth0'"
 check "p1 -> node" wait_for 10 ip netns exec p1 ping -c 1 -W 1 198.18.0.1
 check "p1 -> p2 on the same node" wait_for 10 ip netns exec p1 ping -c 1 -W 1 "$p2"
 check "node -> p1" ip netns exec cn ping -c 1 -W 1 "$p1"
@@ -45,5 +45,5 @@ check_not "p2's interface is gone" ip -n p2 link show eth0
 ip netns del p1
 check "DEL after the netns is gone" tool del cipherlane /run/netns/p1
 check "no lease is left" sh -c '[ -z "$(ls /var/lib/cl/cn/ipam/cipherlane | grep "^10\.")" ]'
-check "no host veth is left" sh -c '! ip -n cn -o link show type veth | grep -q ": cl"'
+check "no host veth is left" sh -c '! /sbin/ip -n cn -o link show type veth | grep -q ": cl"'
 check "the plugin logged to its file" grep -q "ADD container=" /tmp/cni-cn.log
