@@ -25,8 +25,8 @@ check "the wire stays ESP only while the agents are down" wire_report /tmp/kille
 log "restarting the agents with no keys: they must adopt the kernel's SAs"
 state_a - -
 state_b - -
-check "agent a adopts: nothing added, changed or deleted" sh -c "ip netns exec a $AGENT datapath apply --state /tmp/state-a.json | tee /dev/stderr | grep -q 'applied: 0 added, 0 changed, 0 deleted'"
-check "agent b adopts: nothing added, changed or deleted" sh -c "ip netns exec b $AGENT datapath apply --state /tmp/state-b.json | grep -q 'applied: 0 added, 0 changed, 0 deleted'"
+check "agent a adopts: nothing added, changed or deleted" sh -c "/sbin/ip netns exec a $AGENT datapath apply --state /tmp/state-a.json | grep -q 'applied: 0 added, 0 changed, 0 deleted'"
+check "agent b adopts: nothing added, changed or deleted" sh -c "/sbin/ip netns exec b $AGENT datapath apply --state /tmp/state-b.json | grep -q 'applied: 0 added, 0 changed, 0 deleted'"
 check "the SAs are the same ones (no churn)" [ "$(spis a)" = "$before_a" ] && [ "$(spis b)" = "$before_b" ]
 wait $pp
 log "ping across kill and restart: $(grep 'packets transmitted' /tmp/ping.txt)"
@@ -37,7 +37,7 @@ printf '{"local":{"name":"a","nodeIP":"198.18.0.1","podCIDRs":["10.244.1.0/24"]}
 check "agent a removes peer b" apply_node a
 check "no SA is left for the removed peer" [ -z "$(spis a)" ]
 check_not "the removed peer's pods are blocked, not reached in clear" ip netns exec pa1 ping -c 2 -W 1 10.244.2.11
-check "fail-closed stays: the cluster block policy is still there" sh -c "ip -n a xfrm policy | grep -q 'action block'"
+check "fail-closed stays: the cluster block policy is still there" sh -c "/sbin/ip -n a xfrm policy | grep -q 'action block'"
 
 log "uninstall removes what the agent installed and nothing else"
 ip -n a xfrm policy add src 10.99.0.0/16 dst 10.98.0.0/16 dir out priority 7 action block
@@ -45,6 +45,6 @@ ip -n a route add 10.97.0.0/24 via 198.18.0.254
 check "uninstall runs" ip netns exec a "$AGENT" uninstall
 left=$(ip -n a xfrm policy | grep -c '^src')
 check "only the foreign policy is left ($left)" [ "$left" = 1 ]
-check "the foreign route is left" sh -c "ip -n a route | grep -q 10.97.0.0/24"
-check "our routes are gone" sh -c "! ip -n a route show proto 193 | grep -q ."
+check "the foreign route is left" sh -c "/sbin/ip -n a route | grep -q 10.97.0.0/24"
+check "our routes are gone" sh -c "! /sbin/ip -n a route show proto 193 | grep -q ."
 log "fault cases passed"

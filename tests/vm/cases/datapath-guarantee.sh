@@ -6,7 +6,7 @@
 . /repo/tests/vm/datapath.sh
 dp_topology
 dp_keyed
-check "applying the same state again changes nothing" sh -c "ip netns exec a $AGENT datapath apply --state /tmp/state-a.json | grep -q 'applied: 0 added, 0 changed, 0 deleted'"
+check "applying the same state again changes nothing" sh -c "/sbin/ip netns exec a $AGENT datapath apply --state /tmp/state-a.json | grep -q 'applied: 0 added, 0 changed, 0 deleted'"
 ip -n a xfrm policy | grep -E '^src|dir|tmpl|action' | sed 's/^/  a: /' | head -n 40
 check "the tunnel comes up (first reply within 20s)" wait_for 20 ip netns exec pa1 ping -c 1 -W 1 10.244.2.11
 
@@ -32,7 +32,7 @@ table ip kubeproxy {
 NFT
 wait_for 10 ip netns exec pb1 sh -c 'cat /proc/net/tcp | grep -q ":1F90 "' || true
 guarantee nodeport-dnat-to-remote-pod /sbin/iperf3 -c 198.18.0.1 -p 30080 -n 256K
-check "the client really talked to the remote pod through node a" sh -c "ip netns exec a cat /proc/net/nf_conntrack 2>/dev/null | grep -q 10.244.2.11 || ip netns exec a /sbin/nft list ruleset | grep -q dnat"
+check "the client really talked to the remote pod through node a" sh -c "/sbin/ip netns exec a cat /proc/net/nf_conntrack 2>/dev/null | grep -q 10.244.2.11 || ip netns exec a /sbin/nft list ruleset | grep -q dnat"
 
 before=$(stat_of a XfrmOutPolBlock)
 check_not "a pod CIDR of the cluster without an SA is blocked" ip netns exec pa1 ping -c 2 -W 1 10.244.9.9
@@ -43,5 +43,5 @@ ip netns exec a "$AGENT" datapath metrics --state /tmp/state-a.json > /tmp/metri
 grep -E 'cipherlane_(xfrm_policies|xfrm_states|peer_packets_total|peer_sa_age)' /tmp/metrics.txt | sed 's/^/  /'
 check "metrics count the peer's packets" sh -c "grep -E '^cipherlane_peer_packets_total\{peer=\"b\",direction=\"out\"\} [1-9]' /tmp/metrics.txt"
 check "metrics include the kernel's XFRM counters" grep -q 'cipherlane_xfrm_stat{counter="XfrmOutPolBlock"}' /tmp/metrics.txt
-check "hash thresholds fit the /24 pod CIDRs" sh -c "ip -n a -s -s xfrm policy count | grep -q 'IPv4 thresholds: local 0 remote 24'"
+check "hash thresholds fit the /24 pod CIDRs" sh -c "/sbin/ip -n a -s -s xfrm policy count | grep -q 'IPv4 thresholds: local 0 remote 24'"
 log "guarantee cases passed"
