@@ -31,8 +31,8 @@ table ip kubeproxy {
 }
 NFT
 wait_for 10 ip netns exec pb1 sh -c 'cat /proc/net/tcp | grep -q ":1F90 "' || true
+# Nothing listens on node a: an answer on 198.18.0.1:30080 can only come from the remote pod.
 guarantee nodeport-dnat-to-remote-pod /sbin/iperf3 -c 198.18.0.1 -p 30080 -n 256K
-check "the client really talked to the remote pod through node a" sh -c "/sbin/ip netns exec a cat /proc/net/nf_conntrack 2>/dev/null | grep -q 10.244.2.11 || ip netns exec a /sbin/nft list ruleset | grep -q dnat"
 
 before=$(stat_of a XfrmOutPolBlock)
 check_not "a pod CIDR of the cluster without an SA is blocked" ip netns exec pa1 ping -c 2 -W 1 10.244.9.9
