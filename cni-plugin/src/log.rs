@@ -1,6 +1,7 @@
 //! Plugin logs: one line per event to stderr and, when configured, appended to a log file
 //! (`logFile`, default `/var/log/cipherlane/cni.log`). Runtimes keep stderr only on failure,
-//! so the file is where an operator finds the history of a pod's wiring.
+//! so the file is where an operator finds the history of a pod's wiring. The file is capped at
+//! 10 MiB and rotated once (`cni.log.1`).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -8,6 +9,9 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cipherlane_cni::config::LogLevel;
+
+/// The log file's size cap; two generations are kept.
+const MAX_LOG_BYTES: u64 = 10 * 1024 * 1024;
 
 pub struct Log {
     file: Option<File>,
@@ -32,6 +36,12 @@ impl Log {
         let Some(path) = path else { return };
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
+        }
+        // Size-capped: past MAX_LOG_BYTES the file becomes `<file>.1` (replacing the older one).
+        if std::fs::metadata(path).is_ok_and(|m| m.len() > MAX_LOG_BYTES) {
+            let mut rotated = path.as_os_str().to_owned();
+            rotated.push(".1");
+            let _ = std::fs::rename(path, rotated);
         }
         match OpenOptions::new().create(true).append(true).open(path) {
             Ok(f) => self.file = Some(f),

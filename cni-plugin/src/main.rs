@@ -83,7 +83,12 @@ fn run(
         .attachment
         .as_ref()
         .map(|a| format!(" container={} ifname={}", a.container_id, a.ifname))
-        .unwrap_or_default();
+        .unwrap_or_default()
+        + &inv
+            .pod
+            .as_ref()
+            .map(|p| format!(" pod={p}"))
+            .unwrap_or_default();
     log.set_context(format!("{}{attachment_text}", inv.command.as_str()));
     if inv.command == Command::Version {
         return (obj.map(|_| Some(version_result(&version))), version);

@@ -36,6 +36,24 @@ pub struct Invocation {
     pub attachment: Option<Attachment>,
     /// The pod's netns path: required for ADD and CHECK, optional for DEL.
     pub netns: Option<String>,
+    /// `namespace/name` of the Kubernetes pod, from `CNI_ARGS` (`K8S_POD_NAMESPACE`,
+    /// `K8S_POD_NAME`), for logs only.
+    pub pod: Option<String>,
+}
+
+/// The `namespace/name` of the pod named in `CNI_ARGS`, if both keys are there.
+pub fn pod_from_cni_args(args: &str) -> Option<String> {
+    let get = |key: &str| {
+        args.split(';').find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            (k == key && !v.is_empty()).then(|| v.to_string())
+        })
+    };
+    Some(format!(
+        "{}/{}",
+        get("K8S_POD_NAMESPACE")?,
+        get("K8S_POD_NAME")?
+    ))
 }
 
 fn bad(var: &str, what: String) -> CniError {
@@ -85,6 +103,7 @@ impl Invocation {
                 command,
                 attachment: None,
                 netns: None,
+                pod: None,
             });
         }
         let nonempty = |k: &str| var(k).filter(|v| !v.is_empty());
@@ -128,6 +147,7 @@ impl Invocation {
                 ifname,
             }),
             netns,
+            pod: var("CNI_ARGS").as_deref().and_then(pod_from_cni_args),
         })
     }
 }
@@ -222,6 +242,13 @@ mod tests {
             assert_eq!(err.code, ErrorCode::InvalidEnvironment, "{pairs:?}");
             assert!(err.details.starts_with(var), "{pairs:?}: {}", err.details);
         }
+    }
+
+    #[test]
+    fn the_kubernetes_pod_is_read_from_cni_args() {
+        let args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;K8S_POD_INFRA_CONTAINER_ID=abc";
+        assert_eq!(pod_from_cni_args(args).as_deref(), Some("default/web-0"));
+        assert_eq!(pod_from_cni_args("K8S_POD_NAME=web-0"), None);
     }
 
     #[test]
