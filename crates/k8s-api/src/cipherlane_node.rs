@@ -52,8 +52,9 @@ pub struct CipherlaneNodeSpec {
     pub suites: Vec<String>,
 }
 
-/// One policy's share of this node's peers: how many pairs it governs and the lowest epoch
-/// among them (0 when any of them has no SA yet).
+/// One policy's share of this node's peers: how many pairs it governs, how many have an SA
+/// pair, and the lowest epoch among the established ones. The node has converged to the
+/// policy's epoch E when `established == peers` and `lowestEpoch >= E`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyEpochSummary {
@@ -63,7 +64,7 @@ pub struct PolicyEpochSummary {
     pub peers: u32,
     /// Of those, peers with an established SA pair.
     pub established: u32,
-    /// The lowest epoch over those peers; 0 while any of them is not established.
+    /// The lowest epoch over the established ones (0 when none is).
     pub lowest_epoch: u64,
 }
 
@@ -80,7 +81,7 @@ pub struct CipherlaneNodeStatus {
     /// `established/total`, for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peers_summary: Option<String>,
-    /// The lowest epoch over every peer (0 while any peer has no SA).
+    /// The lowest epoch over every established peer, all policies together (0 when none is).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<u64>,
     /// Per-policy epochs, one entry per policy governing at least one of this node's pairs.

@@ -57,9 +57,8 @@ impl PeerSummary {
                 entry.lowest_epoch = entry.lowest_epoch.min(epoch);
                 self.oldest_key_age = Some(self.oldest_key_age.map_or(key_age, |a| a.max(key_age)));
             }
-            PeerState::Pending => entry.lowest_epoch = 0,
+            PeerState::Pending => {}
             PeerState::Failing => {
-                entry.lowest_epoch = 0;
                 self.failing_count += 1;
                 // Keep the alphabetically first names so the list is stable between writes.
                 let pos = self.failing.partition_point(|p| p.as_str() < peer);
@@ -92,7 +91,12 @@ impl PeerSummary {
                 p
             })
             .collect();
-        let epoch = policies.iter().map(|p| p.lowest_epoch).min().unwrap_or(0);
+        let epoch = policies
+            .iter()
+            .filter(|p| p.established > 0)
+            .map(|p| p.lowest_epoch)
+            .min()
+            .unwrap_or(0);
         let all_up = self.established == self.total;
         let prev = previous.map(|s| s.conditions.as_slice()).unwrap_or(&[]);
         let encrypting = if all_up {
@@ -245,7 +249,7 @@ mod tests {
     }
 
     #[test]
-    fn a_pending_peer_holds_its_policys_lowest_epoch_at_zero() {
+    fn a_pending_peer_counts_as_not_established_without_hiding_the_others_epoch() {
         let mut s = PeerSummary::new();
         s.add("n1", "p", established(7, 1));
         s.add("n2", "p", PeerState::Pending);
@@ -256,7 +260,7 @@ mod tests {
             .iter()
             .find(|e| e.policy == "p")
             .expect("p listed");
-        assert_eq!((p.peers, p.established, p.lowest_epoch), (2, 1, 0));
+        assert_eq!((p.peers, p.established, p.lowest_epoch), (2, 1, 7));
         let q = st
             .policies
             .iter()
