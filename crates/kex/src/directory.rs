@@ -82,6 +82,14 @@ impl InMemoryDirectory {
         }
     }
 
+    /// Forgets every peer (before a full re-list).
+    pub fn clear(&self) {
+        self.peers
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
+    }
+
     pub fn remove(&self, peer: &NodeName) {
         self.peers
             .write()
