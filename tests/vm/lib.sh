@@ -132,3 +132,10 @@ pod_add() { # NODE_NS POD: a pod created through the real CNI plugin via cnitool
     echo "$out" >&2; return 1; }
   echo "$out" | tr -d ' \n' | grep -o '"address":"[0-9.]*' | head -n 1 | cut -d'"' -f4
 }
+
+operator_start() { # the real operator, in the VM's root namespace (a Deployment in a real cluster)
+  k create namespace cipherlane-system >/dev/null 2>&1
+  env KUBECONFIG=/out/kubeconfig RUST_LOG=${OPERATOR_LOG:-info} POD_NAME=vm-operator \
+    "$BIN/cipherlane-operator" --lease-namespace cipherlane-system >> /tmp/operator.log 2>&1 &
+  echo $! > /tmp/operator.pid
+}

@@ -3,7 +3,7 @@
 # so that each case starts from the same clean slate.
 ip() { /sbin/ip "$@"; }
 nft() { /sbin/nft "$@"; }
-for p in cipherlane-agent cipherlane tcpdump iperf3 ping nc sleep; do killall -9 "$p" 2>/dev/null; done
+for p in cipherlane-agent cipherlane-operator cipherlane tcpdump iperf3 ping nc sleep; do killall -9 "$p" 2>/dev/null; done
 ip -all netns delete 2>/dev/null
 for l in $(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1); do
   case $l in lo|eth0) ;; *) ip link del "$l" 2>/dev/null ;; esac

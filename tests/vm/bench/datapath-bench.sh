@@ -30,7 +30,7 @@ program() { # N peers on both nodes
   echo "programmed $1 peers per node in $(( $(date +%s) - t0 ))s: $(ip -n a xfrm policy | grep -c '^src') policies, $(ip -n a xfrm state | grep -c '^src') SAs on a"
 }
 ip netns exec pb1 /sbin/iperf3 -s -D -p 5201 >/dev/null 2>&1
-measure() { # LABEL: 64-byte UDP pod a -> pod b, received packets per second
+measure() { # LABEL: 64-byte UDP pod a -> pod b, received packets per second (appended to /tmp/pps-LABEL)
   out=$(ip netns exec pa1 /sbin/iperf3 -c 10.244.2.11 -u -l 64 -b 0 -t "$SECS" 2>&1)
   line=$(echo "$out" | grep receiver | tail -n 1)
   total=$(echo "$line" | grep -o '[0-9]*/[0-9]*' | tail -n 1)
@@ -38,17 +38,27 @@ measure() { # LABEL: 64-byte UDP pod a -> pod b, received packets per second
   got=$((sent - lost)); pps=$((got / SECS))
   [ "$pps" -gt 0 ] || { echo "$out" | tail -n 5; fail "no packets measured ($1)"; }
   ns=$((1000000000 / pps))
-  printf '%-40s %8d pkt/s received  %7d ns/packet  (sent %d, lost %d)\n' "$1" "$pps" "$ns" "$sent" "$lost" | tee -a /out/datapath-bench.txt
+  printf '  %-44s %6d pkt/s received  %8d ns/packet  (sent %d, lost %d)\n' "$1" "$pps" "$ns" "$sent" "$lost" | tee -a /out/datapath-bench.txt
+  echo "$pps" >> "/tmp/pps-$(echo "$1" | tr -c 'a-z0-9' _)"
+}
+median() { # LABEL: the median of the measured pps
+  sort -n "/tmp/pps-$(echo "$1" | tr -c 'a-z0-9' _)" | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'
 }
 : > /out/datapath-bench.txt
 echo "# $(uname -r), qemu TCG, $(grep -c ^processor /proc/cpuinfo) vCPU; 64-byte UDP pod->remote pod via ESP aes-gcm-128, ${SECS}s per point" | tee -a /out/datapath-bench.txt
 for n in 1 1000; do
   program "$n" | tee -a /out/datapath-bench.txt
   wait_for 20 ip netns exec pa1 ping -c 1 -W 1 10.244.2.11 || fail "tunnel down with $n peers"
-  for node in a b; do ip -n $node xfrm policy set hthresh4 32 32; done
-  measure "peers=$n hthresh4=32/32 (kernel default)"
-  for node in a b; do ip -n $node xfrm policy set hthresh4 0 24; done
-  measure "peers=$n hthresh4=0/24 (set by the agent)"
+  for round in 1 2 3; do # interleaved, so that host noise hits every configuration alike
+    for node in a b; do ip -n $node xfrm policy set hthresh4 32 32; done
+    measure "peers=$n hthresh4=32/32 (kernel default)"
+    for node in a b; do ip -n $node xfrm policy set hthresh4 0 24; done
+    measure "peers=$n hthresh4=0/24 (set by the agent)"
+  done
+  for l in "peers=$n hthresh4=32/32 (kernel default)" "peers=$n hthresh4=0/24 (set by the agent)"; do
+    m=$(median "$l")
+    printf 'MEDIAN %-44s %6d pkt/s  %8d ns/packet\n' "$l" "$m" $((1000000000 / m)) | tee -a /out/datapath-bench.txt
+  done
   ip -n a -s -s xfrm policy count | tr -d '\t' | sed 's/^/  a: /' | tee -a /out/datapath-bench.txt
 done
 cat /out/datapath-bench.txt

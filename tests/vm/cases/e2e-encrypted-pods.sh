@@ -24,7 +24,8 @@ spec:
   rotationInterval: 1h
   gracePeriod: 5s
 YAML
-log "starting the agents"
+log "starting the operator and the agents"
+operator_start
 i=1; for n in a b c; do agent_start $n e2e-$n 198.18.0.$i; i=$((i + 1)); done
 for n in a b c; do
   wait_for 90 agent_ready $n || { agent_log_tail $n; fail "agent $n not ready"; }
@@ -51,17 +52,24 @@ check "the wire carried ESP only and never the marker" wire_report /tmp/wire.pca
 
 log "on-demand rotation under a 100/s ping flood"
 epoch0=$(k get rotationpolicy e2e -o jsonpath='{.status.epoch}')
-spi0=$(ip -n a xfrm state | grep -A0 'src 198.18.0.1 dst 198.18.0.2' -A1 | grep -o 'spi 0x[0-9a-f]*' | tail -n 1)
+spis_ab() { ip -n a xfrm state | grep -A1 'src 198.18.0.1 dst 198.18.0.2' | grep -o 'spi 0x[0-9a-f]*' | cut -d' ' -f2 | sort | tr '\n' ' '; }
+spi0=$(spis_ab)
 ip netns exec pa1 ping -i 0.01 -c 1500 -W 1 "$pb" > /tmp/flood.txt 2>&1 & fp=$!
 sleep 2
-k patch rotationpolicy e2e --type=merge -p '{"spec":{"rotateToken":"e2e-'$$'"}}' >/dev/null || fail "kubectl patch rotateToken"
+k annotate rotationpolicy e2e cipherlane.io/rotate="e2e-$$" --overwrite >/dev/null || fail "kubectl annotate cipherlane.io/rotate"
 wait $fp
 grep 'packets transmitted' /tmp/flood.txt | sed 's/^/  flood: /'
 check "no packet lost during the rotation" grep -q ' 0% packet loss' /tmp/flood.txt
 epoch1=$(k get rotationpolicy e2e -o jsonpath='{.status.epoch}')
 echo "  policy epoch: ${epoch0:-none} -> ${epoch1:-none}"
 check "the policy's epoch advanced" [ "${epoch1:-0}" -gt "${epoch0:-0}" ]
-check "new SAs are in use on a->b" sh -c "ip -n a xfrm state | grep -A1 'src 198.18.0.1 dst 198.18.0.2' | grep -q -v '$spi0'"
+epochs_converged() { [ "$(k get cipherlanenodes e2e-a e2e-b e2e-c -o jsonpath='{.items[*].status.epoch}')" = "$epoch1 $epoch1 $epoch1" ]; }
+check "every CipherlaneNode reports the new epoch $epoch1 (30s)" wait_for 30 epochs_converged
+k get rotationpolicy e2e 2>&1 | sed 's/^/  /'
+sleep 7   # the policy's grace period is 5s
+spi1=$(spis_ab)
+echo "  a->b SAs before: $spi0 after the grace period: $spi1"
+check "after the grace period one new SA a->b remains, the old one is gone" sh -c "[ \"$spi1\" != \"$spi0\" ] && [ $(echo $spi1 | wc -w) = 1 ]"
 for n in a b c; do
   errs=$(xfrm_errors $n)
   [ -z "$errs" ] || { echo "$errs"; fail "XFRM errors counted on $n"; }
@@ -76,4 +84,5 @@ agent_start a e2e-a 198.18.0.1
 wait_for 90 agent_ready a || { agent_log_tail a; fail "agent a did not come back"; }
 check "after the restart pa1 -> pb1 works" ip netns exec pa1 ping -c 5 -i 0.2 -W 2 "$pb"
 for n in a b c; do agent_log_tail $n 8; done
+echo "--- operator log (tail) ---"; tail -n 15 /tmp/operator.log
 log "e2e passed"
