@@ -57,7 +57,7 @@ pub async fn snapshot(client: Client, selector: Option<&str>) -> Result<Snapshot
         .into_iter()
         .filter(|c| names.contains(&c.name_any()))
         .collect();
-    let policies = Api::<RotationPolicy>::all(client)
+    let mut policies = Api::<RotationPolicy>::all(client)
         .list(&ListParams::default())
         .await
         .map_err(|source| Error::List {
@@ -65,6 +65,21 @@ pub async fn snapshot(client: Client, selector: Option<&str>) -> Result<Snapshot
             source,
         })?
         .items;
+    if selector.is_some() {
+        // With a node selector, show the policies that concern the selected nodes.
+        policies.retain(|p| {
+            let sel = p
+                .spec
+                .node_selector
+                .as_ref()
+                .map(cipherlane_policy::Selector::from)
+                .unwrap_or_default();
+            p.spec.revoked_nodes.iter().any(|r| names.contains(r))
+                || nodes
+                    .iter()
+                    .any(|n| sel.matches(&n.metadata.labels.clone().unwrap_or_default()))
+        });
+    }
     Ok(Snapshot {
         nodes,
         cipherlane_nodes,
