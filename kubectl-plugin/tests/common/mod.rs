@@ -2,6 +2,8 @@
 //! in the real API server): the same nodes, policies and agent-reported peer states.
 #![allow(dead_code)]
 
+pub mod lab;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
