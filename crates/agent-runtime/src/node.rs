@@ -78,6 +78,8 @@ struct Shared {
     failing: Mutex<BTreeSet<NodeName>>,
     expired: Mutex<BTreeSet<NodeName>>,
     in_flight: Mutex<BTreeSet<NodeName>>,
+    /// Since when each peer has been known without an SA pair.
+    unkeyed_since: Mutex<std::collections::BTreeMap<NodeName, Instant>>,
     last_rotation: Mutex<Option<Timestamp>>,
     wake: Notify,
     endpoint: RwLock<Option<Arc<Endpoint>>>,
@@ -533,6 +535,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         failing: Mutex::new(BTreeSet::new()),
         expired: Mutex::new(BTreeSet::new()),
         in_flight: Mutex::new(BTreeSet::new()),
+        unkeyed_since: Mutex::new(std::collections::BTreeMap::new()),
         last_rotation: Mutex::new(None),
         wake: Notify::new(),
         endpoint: RwLock::new(None),
@@ -723,9 +726,27 @@ async fn initiator_task<I: SaInstaller>(shared: Arc<Shared>, client: Arc<KexClie
     loop {
         let view = shared.view();
         let now = Timestamp::now();
+        {
+            let ring = lock(&shared.keyring);
+            let mut unkeyed = lock(&shared.unkeyed_since);
+            unkeyed.retain(|p, _| {
+                ring.current(p).is_none() && view.peers.iter().any(|v| &v.spec.name == p)
+            });
+            for p in &view.peers {
+                if ring.current(&p.spec.name).is_none() {
+                    unkeyed
+                        .entry(p.spec.name.clone())
+                        .or_insert_with(Instant::now);
+                }
+            }
+        }
         for p in &view.peers {
             let peer = p.spec.name.clone();
+            let unkeyed_for = lock(&shared.unkeyed_since)
+                .get(&peer)
+                .map_or(Duration::ZERO, Instant::elapsed);
             let input = RekeyInput {
+                unkeyed_for,
                 initiator: initiates(&shared.local.name, &peer),
                 wanted_epoch: p.pair.epoch,
                 epoch_started: p.pair.epoch_started,

@@ -12,11 +12,16 @@ use cipherlane_core::Epoch;
 use cipherlane_k8s_api::k8s_openapi::jiff::SignedDuration;
 use cipherlane_policy::Timestamp;
 
+/// How long the non-initiating side of a pair without SAs waits before it starts the handshake itself.
+pub const RESPONDER_FALLBACK: Duration = Duration::from_secs(15);
+
 /// Why a handshake is due.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Due {
     /// No SA with the peer yet.
     Initial,
+    /// No SA with the peer, and the initiator did not start a handshake in time.
+    ResponderFallback,
     /// The policy's epoch is newer than the pair's.
     Epoch,
     /// The kernel soft-expired one of the pair's SAs.
@@ -40,6 +45,8 @@ pub struct RekeyInput {
     pub expired: bool,
     /// A handshake with the peer is already running.
     pub in_flight: bool,
+    /// How long this node has known the peer without holding an SA pair with it.
+    pub unkeyed_for: Duration,
 }
 
 /// Whether to start a handshake now.
@@ -51,7 +58,8 @@ pub fn due(input: &RekeyInput, now: Timestamp) -> Option<Due> {
         return Some(Due::Expired);
     }
     if !input.initiator {
-        return None;
+        let fallback = input.current_epoch.is_none() && input.unkeyed_for >= RESPONDER_FALLBACK;
+        return fallback.then_some(Due::ResponderFallback);
     }
     match input.current_epoch {
         None => Some(Due::Initial),
@@ -83,6 +91,7 @@ mod tests {
             current_epoch: Some(Epoch(3)),
             expired: false,
             in_flight: false,
+            unkeyed_for: Duration::ZERO,
         }
     }
     fn at(secs: i64) -> Timestamp {
@@ -106,6 +115,22 @@ mod tests {
             ..i
         };
         assert_eq!(due(&r, at(100)), None);
+    }
+
+    #[test]
+    fn a_responder_that_waited_too_long_for_its_initiator_keys_the_pair_itself() {
+        let r = RekeyInput {
+            initiator: false,
+            current_epoch: None,
+            unkeyed_for: RESPONDER_FALLBACK,
+            ..input()
+        };
+        assert_eq!(due(&r, at(100)), Some(Due::ResponderFallback));
+        let keyed = RekeyInput {
+            current_epoch: Some(Epoch(3)),
+            ..r
+        };
+        assert_eq!(due(&keyed, at(100)), None, "never for a keyed pair");
     }
 
     #[test]
