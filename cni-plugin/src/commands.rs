@@ -144,66 +144,56 @@ async fn wire(
     mtu: u32,
 ) -> Result<AddResult, CniError> {
     let host_veth = attachment.host_veth_name();
-    // A host veth of this attachment without its pod side is debris of a killed ADD.
-    host.delete_link(&host_veth).await.map_err(kernel)?;
-    host.add_veth_into(&host_veth, &attachment.ifname, ns, mtu)
-        .await
-        .map_err(|e| {
-            if e.errno == Some(EEXIST) {
-                CniError::new(
-                    ErrorCode::InterfaceExists,
-                    format!(
-                        "CNI_IFNAME {:?} (or host veth {host_veth}) already exists: {e}",
-                        attachment.ifname
-                    ),
-                )
-            } else {
-                kernel(e)
-            }
-        })?;
-    fault::hang_point("after-veth");
-    fault::fail_point("after-veth")?;
-    let host_link = host
-        .link(&host_veth)
-        .await
-        .map_err(kernel)?
-        .ok_or_else(|| {
+    let exists = |e: NetlinkError| {
+        if e.errno == Some(EEXIST) {
             CniError::new(
-                ErrorCode::Kernel,
-                format!("host veth {host_veth} vanished after creation"),
-            )
-        })?;
-    host_veth_sysctls(&host_veth)?;
-    host.set_up(host_link.index, &host_veth)
-        .await
-        .map_err(kernel)?;
-
-    let pod_link = pod
-        .link(&attachment.ifname)
-        .await
-        .map_err(kernel)?
-        .ok_or_else(|| {
-            CniError::new(
-                ErrorCode::Kernel,
+                ErrorCode::InterfaceExists,
                 format!(
-                    "pod interface {} vanished after creation",
+                    "CNI_IFNAME {:?} (or host veth {host_veth}) already exists: {e}",
                     attachment.ifname
                 ),
             )
-        })?;
-    pod.add_address(pod_link.index, ip, 32)
+        } else {
+            kernel(e)
+        }
+    };
+    match host
+        .add_veth_into(&host_veth, &attachment.ifname, ns, mtu)
         .await
-        .map_err(kernel)?;
-    pod.set_up(pod_link.index, &attachment.ifname)
-        .await
-        .map_err(kernel)?;
+    {
+        Ok(()) => {}
+        // The pod side was checked absent, so the host veth of this attachment exists without
+        // its pod side: debris of a killed ADD. Replace it.
+        Err(e) if e.errno == Some(EEXIST) => {
+            host.delete_link(&host_veth).await.map_err(kernel)?;
+            host.add_veth_into(&host_veth, &attachment.ifname, ns, mtu)
+                .await
+                .map_err(exists)?;
+        }
+        Err(e) => return Err(exists(e)),
+    }
+    fault::hang_point("after-veth");
+    fault::fail_point("after-veth")?;
+    let vanished =
+        |what: String| CniError::new(ErrorCode::Kernel, format!("{what} vanished after creation"));
+    let (host_link, pod_link) =
+        futures::try_join!(host.link(&host_veth), pod.link(&attachment.ifname)).map_err(kernel)?;
+    let host_link = host_link.ok_or_else(|| vanished(format!("host veth {host_veth}")))?;
+    let pod_link =
+        pod_link.ok_or_else(|| vanished(format!("pod interface {}", attachment.ifname)))?;
+    host_veth_sysctls(&host_veth)?;
+    // Independent requests in flight together. Routes need their device up, and the default
+    // route needs the on-link route to its gateway.
+    futures::try_join!(
+        pod.set_up(pod_link.index, &attachment.ifname),
+        pod.add_address(pod_link.index, ip, 32),
+        host.add_route(ip, 32, host_link.index, None),
+    )
+    .map_err(kernel)?;
     pod.add_route(POD_GATEWAY, 32, pod_link.index, None)
         .await
         .map_err(kernel)?;
     pod.add_route(Ipv4Addr::UNSPECIFIED, 0, pod_link.index, Some(POD_GATEWAY))
-        .await
-        .map_err(kernel)?;
-    host.add_route(ip, 32, host_link.index, None)
         .await
         .map_err(kernel)?;
     fault::fail_point("after-routes")?;
