@@ -44,6 +44,13 @@ fn main() {
     // namespace (this thread enters it; children inherit it), not through `ip netns exec`.
     let node_ns = std::fs::File::open(format!("/run/netns/{}", node.node_ns)).unwrap();
     nix::sched::setns(&node_ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    // CPU time (user + system) of the waited-for children: load-independent, unlike wall time.
+    let children_cpu = || {
+        let u =
+            nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).unwrap();
+        let us = |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64;
+        Duration::from_micros(us(u.user_time()) + us(u.system_time()))
+    };
     let exec = |env: &[(&str, &str)]| {
         use std::io::Write;
         use std::process::{Command, Stdio};
@@ -69,6 +76,7 @@ fn main() {
     };
 
     let mut add = Vec::new();
+    let mut add_cpu = Vec::new();
     for (i, pod) in pods.iter().enumerate() {
         let id = format!("bench-{i}");
         let netns = Node::netns_path(pod);
@@ -79,12 +87,14 @@ fn main() {
             ("CNI_NETNS", netns.as_str()),
             ("CNI_PATH", "/opt/cni/bin"),
         ];
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), children_cpu());
         let (ok, v) = exec(&env);
         add.push(t.elapsed());
+        add_cpu.push(children_cpu() - cpu);
         assert!(ok, "ADD failed: {v}");
     }
     let mut del = Vec::new();
+    let mut del_cpu = Vec::new();
     for (i, pod) in pods.iter().enumerate() {
         let id = format!("bench-{i}");
         let netns = Node::netns_path(pod);
@@ -94,9 +104,10 @@ fn main() {
             ("CNI_IFNAME", "eth0"),
             ("CNI_NETNS", netns.as_str()),
         ];
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), children_cpu());
         let (ok, v) = exec(&env);
         del.push(t.elapsed());
+        del_cpu.push(children_cpu() - cpu);
         assert!(ok, "DEL failed: {v}");
     }
     assert!(node.leases().is_empty());
@@ -142,8 +153,9 @@ fn main() {
          plugin exec: wall time of one exec of the plugin (fork, exec, netlink, IPAM) from a\n\
          process in the node namespace, as a runtime runs it; in-plugin: the plugin's own\n\
          measurement from its start to its result; cnitool: libcni end to end (its own exec via\n\
-         `ip netns exec`, VERSION probe, result cache)\n\n\
-         {}\n{}\n{}\n{}\n{}\n{}\n\ntarget: ADD p99 < 20 ms (plugin exec)\n",
+         `ip netns exec`, VERSION probe, result cache); CPU: user+system time of the plugin\n\
+         process (getrusage of children), which does not depend on how busy the machine is\n\n\
+         {}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n\ntarget: ADD p99 < 20 ms (plugin exec)\n",
         load.split_whitespace()
             .take(3)
             .collect::<Vec<_>>()
@@ -152,6 +164,8 @@ fn main() {
         summary("DEL (plugin exec)", del),
         summary("ADD (in-plugin)", add_inner),
         summary("DEL (in-plugin)", del_inner),
+        summary("ADD (plugin CPU time)", add_cpu),
+        summary("DEL (plugin CPU time)", del_cpu),
         summary("ADD (cnitool/libcni)", add_tool),
         summary("DEL (cnitool/libcni)", del_tool),
     );

@@ -100,16 +100,8 @@ pub async fn add(
         ));
     }
     let store = store(conf);
-    let (ip, fresh) = store.lock()?.allocate(node.pod_cidr_v4, attachment)?;
-    log.info(&format!(
-        "allocated {ip} from {} ({})",
-        node.pod_cidr_v4,
-        if fresh {
-            "new"
-        } else {
-            "kept from an earlier ADD"
-        }
-    ));
+    let ip = store.lock()?.allocate(node.pod_cidr_v4, attachment)?;
+    log.info(&format!("allocated {ip} from {}", node.pod_cidr_v4));
     fault::hang_point("after-ipam");
     match wire(&host, &pod, &ns, attachment, netns, ip, mtu).await {
         Ok(result) => Ok(result),
@@ -413,11 +405,7 @@ pub async fn check(conf: &NetConf, attachment: &Attachment, netns: &str) -> Resu
 pub fn status(conf: &NetConf) -> Result<(), CniError> {
     let node = agent_gate(conf)?;
     let store = store(conf);
-    let leases = store.lock()?.leases()?;
-    let in_cidr = leases
-        .iter()
-        .filter(|l| node.pod_cidr_v4.contains(&l.ip))
-        .count();
+    let in_cidr = store.lock()?.count_in(node.pod_cidr_v4)?;
     let (first, last) = ipam::usable_range(node.pod_cidr_v4)
         .map_err(|e| CniError::new(ErrorCode::NotAvailable, e.to_string()))?;
     if in_cidr as u64 >= u64::from(last - first + 1) {
@@ -438,20 +426,9 @@ pub async fn gc(conf: &NetConf, log: &mut Log) -> Result<(), CniError> {
     let valid = conf.valid_attachments.clone().unwrap_or_default();
     let mut errors = Vec::new();
     match store(conf).lock() {
-        Ok(locked) => match locked.leases() {
-            Ok(leases) => {
-                let stale: Vec<_> = ipam::stale_leases(&leases, &valid)
-                    .into_iter()
-                    .cloned()
-                    .collect();
-                match locked.remove(&stale) {
-                    Ok(released) if !released.is_empty() => {
-                        log.info(&format!("GC released {released:?}"))
-                    }
-                    Ok(_) => {}
-                    Err(e) => errors.push(e.details),
-                }
-            }
+        Ok(locked) => match locked.release_all_but(&valid) {
+            Ok(released) if !released.is_empty() => log.info(&format!("GC released {released:?}")),
+            Ok(_) => {}
             Err(e) => errors.push(e.details),
         },
         Err(e) => errors.push(e.details),

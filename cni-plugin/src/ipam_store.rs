@@ -1,5 +1,6 @@
-//! The IPAM store: one file per allocated address under `<ipamDir>/<network>/`, named by the
-//! address and holding the attachment, written crash-safely (temporary file, then rename) while
+//! The IPAM store: one file per allocated address under `<ipamDir>/<network>/`, named
+//! `<address>~<attachment tag>` (see `cipherlane_cni::ipam::lease_file_name`) and holding the
+//! attachment, written crash-safely (temporary file, then rename) while
 //! an exclusive `flock` on `<ipamDir>/<network>/lock` is held. A process killed at any point
 //! leaves either no record or a whole one; a whole record of a failed ADD is released by the
 //! runtime's DEL or by GC. Stray temporary files are removed under the lock.
@@ -102,63 +103,85 @@ impl IpamStore {
     }
 }
 
+/// A lease file as listed (without reading it).
+struct Entry {
+    ip: Ipv4Addr,
+    tag: String,
+    path: PathBuf,
+}
+
 impl LockedStore<'_> {
     fn dir(&self) -> &Path {
         &self.store.dir
     }
 
-    /// Every lease in the store. Removes temporaries left by a crash (safe: the lock is held).
-    pub fn leases(&self) -> Result<Vec<Lease>, CniError> {
+    /// The lease files, from the folder listing only. Removes temporaries left by a crash
+    /// (safe: the lock is held).
+    fn entries(&self) -> Result<Vec<Entry>, CniError> {
         let dir = self.dir();
-        let entries = fs::read_dir(dir).map_err(|e| io_failure("read folder", dir, e))?;
-        let mut leases = Vec::new();
-        for entry in entries {
+        let listing = fs::read_dir(dir).map_err(|e| io_failure("read folder", dir, e))?;
+        let mut entries = Vec::new();
+        for entry in listing {
             let entry = entry.map_err(|e| io_failure("read folder", dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if atomic_file::is_temporary(&name) {
                 let _ = fs::remove_file(entry.path());
                 continue;
             }
-            let Ok(ip) = name.parse::<Ipv4Addr>() else {
-                continue;
-            };
-            let text = match fs::read_to_string(entry.path()) {
-                Ok(t) => t,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_failure("read lease", &entry.path(), e)),
-            };
-            match Attachment::from_record(&text) {
-                Some(attachment) => leases.push(Lease { ip, attachment }),
-                // Cannot happen with atomic writes; a hand-edited file. Keep the address
-                // reserved (fail safe) under a placeholder owner that GC will release.
-                None => leases.push(Lease {
+            if let Some((ip, tag)) = ipam::parse_lease_file_name(&name) {
+                entries.push(Entry {
                     ip,
-                    attachment: Attachment {
-                        container_id: format!("unreadable-record-{ip}"),
-                        ifname: String::new(),
-                    },
-                }),
+                    tag: tag.to_string(),
+                    path: entry.path(),
+                });
             }
+        }
+        Ok(entries)
+    }
+
+    /// The attachment recorded in a lease file. A record that cannot be parsed (a power loss
+    /// can leave an empty file) keeps its address reserved under a placeholder owner that no
+    /// runtime lists, so GC releases it.
+    fn read(&self, entry: &Entry) -> Result<Option<Lease>, CniError> {
+        let text = match fs::read_to_string(&entry.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_failure("read lease", &entry.path, e)),
+        };
+        let attachment = Attachment::from_record(&text).unwrap_or_else(|| Attachment {
+            container_id: format!("unreadable-record-{}", entry.ip),
+            ifname: String::new(),
+        });
+        Ok(Some(Lease {
+            ip: entry.ip,
+            attachment,
+        }))
+    }
+
+    /// Every lease with its attachment (reads every record: for CHECK and GC, not for ADD).
+    pub fn leases(&self) -> Result<Vec<Lease>, CniError> {
+        let mut leases = Vec::new();
+        for entry in self.entries()? {
+            leases.extend(self.read(&entry)?);
         }
         leases.sort();
         Ok(leases)
     }
 
-    /// The address of `attachment`, allocating the next free one from `cidr` if it has none.
-    /// Returns the address and whether it was newly allocated.
-    pub fn allocate(
-        &self,
-        cidr: Ipv4Net,
-        attachment: &Attachment,
-    ) -> Result<(Ipv4Addr, bool), CniError> {
-        let leases = self.leases()?;
-        if let Some(existing) = leases
+    /// How many addresses of `cidr` are leased.
+    pub fn count_in(&self, cidr: Ipv4Net) -> Result<usize, CniError> {
+        Ok(self
+            .entries()?
             .iter()
-            .find(|l| &l.attachment == attachment && cidr.contains(&l.ip))
-        {
-            return Ok((existing.ip, false));
-        }
-        let in_use: BTreeSet<Ipv4Addr> = leases.iter().map(|l| l.ip).collect();
+            .filter(|e| cidr.contains(&e.ip))
+            .count())
+    }
+
+    /// Allocates the next free address of `cidr` to `attachment`. Reads only the folder
+    /// listing. (A runtime DELs before it repeats an ADD; if one did not, the earlier lease of
+    /// the same attachment is released by that DEL or by GC.)
+    pub fn allocate(&self, cidr: Ipv4Net, attachment: &Attachment) -> Result<Ipv4Addr, CniError> {
+        let in_use: BTreeSet<Ipv4Addr> = self.entries()?.iter().map(|e| e.ip).collect();
         let mut hint = [0u8; 16];
         let n = self.lock.read_at(&mut hint, 0).unwrap_or(0);
         let last = std::str::from_utf8(&hint[..n])
@@ -173,7 +196,7 @@ impl LockedStore<'_> {
                 format!("key \"podCidrs\" of the agent state: {e}"),
             ),
         })?;
-        let path = self.dir().join(ip.to_string());
+        let path = self.dir().join(ipam::lease_file_name(ip, attachment));
         atomic_file::write(
             &path,
             attachment.to_record().as_bytes(),
@@ -184,30 +207,54 @@ impl LockedStore<'_> {
         // A hint for round robin only: a torn or lost hint is harmless.
         let text = format!("{ip:<15}\n");
         let _ = self.lock.write_at(text.as_bytes(), 0);
-        Ok((ip, true))
+        Ok(ip)
     }
 
-    /// Releases every lease of `attachment`; returns the released addresses.
+    /// Releases every lease of `attachment` (found by file name, confirmed by the record);
+    /// returns the released addresses.
     pub fn release(&self, attachment: &Attachment) -> Result<Vec<Ipv4Addr>, CniError> {
-        let leases = self.leases()?;
-        let mine: Vec<Lease> = leases
-            .into_iter()
-            .filter(|l| &l.attachment == attachment)
-            .collect();
-        self.remove(&mine)
-    }
-
-    /// Removes the given leases' files.
-    pub fn remove(&self, leases: &[Lease]) -> Result<Vec<Ipv4Addr>, CniError> {
+        let tag = attachment.host_veth_name();
         let mut released = Vec::new();
-        for lease in leases {
-            let path = self.dir().join(lease.ip.to_string());
-            match fs::remove_file(&path) {
-                Ok(()) => released.push(lease.ip),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_failure("remove lease", &path, e)),
+        for entry in self.entries()?.into_iter().filter(|e| e.tag == tag) {
+            match self.read(&entry)? {
+                // Same tag, other attachment: a hash collision; not ours to release.
+                Some(lease)
+                    if &lease.attachment != attachment
+                        && !lease
+                            .attachment
+                            .container_id
+                            .starts_with("unreadable-record-") => {}
+                _ => {
+                    if self.remove(&entry)? {
+                        released.push(entry.ip);
+                    }
+                }
             }
         }
         Ok(released)
+    }
+
+    /// GC: releases every lease whose attachment is not in `valid`; returns the addresses.
+    pub fn release_all_but(&self, valid: &BTreeSet<Attachment>) -> Result<Vec<Ipv4Addr>, CniError> {
+        let mut released = Vec::new();
+        for entry in self.entries()? {
+            let Some(lease) = self.read(&entry)? else {
+                continue;
+            };
+            if !ipam::stale_leases(std::slice::from_ref(&lease), valid).is_empty()
+                && self.remove(&entry)?
+            {
+                released.push(entry.ip);
+            }
+        }
+        Ok(released)
+    }
+
+    fn remove(&self, entry: &Entry) -> Result<bool, CniError> {
+        match fs::remove_file(&entry.path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_failure("remove lease", &entry.path, e)),
+        }
     }
 }

@@ -277,7 +277,8 @@ impl Node {
         let mut v: Vec<_> = entries
             .filter_map(|e| {
                 let e = e.ok()?;
-                let name = e.file_name().to_string_lossy().into_owned();
+                let file = e.file_name().to_string_lossy().into_owned();
+                let name = file.split_once('~')?.0.to_string();
                 name.parse::<std::net::Ipv4Addr>().ok()?;
                 let text = std::fs::read_to_string(e.path()).ok()?;
                 Some((name, text.lines().next().unwrap_or("").to_string()))

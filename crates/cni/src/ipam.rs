@@ -54,6 +54,20 @@ impl Attachment {
     }
 }
 
+/// The file name of a lease in the IPAM folder: `<ip>~<attachment tag>`, the tag being the
+/// attachment's host veth name. Allocation needs only the folder listing (no file reads), and
+/// DEL finds an attachment's leases by name; the file's contents (the full attachment) are read
+/// only by GC and CHECK.
+pub fn lease_file_name(ip: Ipv4Addr, attachment: &Attachment) -> String {
+    format!("{ip}~{}", attachment.host_veth_name())
+}
+
+/// Parses a lease file name into the address and the attachment tag.
+pub fn parse_lease_file_name(name: &str) -> Option<(Ipv4Addr, &str)> {
+    let (ip, tag) = name.split_once('~')?;
+    Some((ip.parse().ok()?, tag))
+}
+
 /// Prefix of every host-side veth this plugin creates; GC deletes unknown ones.
 pub const HOST_VETH_PREFIX: &str = "cl";
 
@@ -213,6 +227,17 @@ mod tests {
         assert_eq!(Attachment::from_record(&a.to_record()), Some(a));
         assert_eq!(Attachment::from_record("c1"), None);
         assert_eq!(Attachment::from_record(""), None);
+    }
+
+    #[test]
+    fn lease_file_names_carry_the_address_and_the_attachment_tag() {
+        let a = att("c1");
+        let name = lease_file_name(Ipv4Addr::new(10, 0, 0, 9), &a);
+        let (ip, tag) = parse_lease_file_name(&name).unwrap();
+        assert_eq!(ip, Ipv4Addr::new(10, 0, 0, 9));
+        assert_eq!(tag, a.host_veth_name());
+        assert_eq!(parse_lease_file_name("lock"), None);
+        assert_eq!(parse_lease_file_name(".10.0.0.9~x.1.tmp"), None);
     }
 
     #[test]
