@@ -56,19 +56,12 @@ pub async fn serve<I: SaInstaller>(
 
 type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, Status>> + Send + 'static>>;
 
-enum Step<I> {
-    AwaitInit {
-        inbound: Streaming<Frame>,
-        endpoint: Arc<Endpoint>,
-        installer: Arc<I>,
-    },
-    AwaitConfirm {
-        inbound: Streaming<Frame>,
-        endpoint: Arc<Endpoint>,
-        installer: Arc<I>,
-        responder: Box<Responder>,
-    },
-    Done,
+/// A handshake whose response went out, waiting for the confirm.
+struct AwaitConfirm<I> {
+    inbound: Streaming<Frame>,
+    endpoint: Arc<Endpoint>,
+    installer: Arc<I>,
+    responder: Responder,
 }
 
 async fn next_frame(
@@ -90,7 +83,7 @@ async fn on_init<I: SaInstaller>(
     mut inbound: Streaming<Frame>,
     endpoint: Arc<Endpoint>,
     installer: Arc<I>,
-) -> Result<(Frame, Step<I>), Status> {
+) -> Result<(Frame, AwaitConfirm<I>), Status> {
     let frame = next_frame(&mut inbound, &endpoint, "init")
         .await?
         .ok_or_else(|| Status::invalid_argument("malformed: stream ended before the init"))?;
@@ -116,11 +109,11 @@ async fn on_init<I: SaInstaller>(
         reply.ok_or_else(|| Status::internal("internal: the responder produced no response"))?;
     Ok((
         reply,
-        Step::AwaitConfirm {
+        AwaitConfirm {
             inbound,
             endpoint,
             installer,
-            responder: Box::new(responder),
+            responder,
         },
     ))
 }
@@ -129,18 +122,18 @@ async fn on_confirm<I: SaInstaller>(
     mut inbound: Streaming<Frame>,
     endpoint: Arc<Endpoint>,
     installer: Arc<I>,
-    responder: Box<Responder>,
+    responder: Responder,
 ) -> Result<(), Status> {
     let frame = match next_frame(&mut inbound, &endpoint, "confirm").await {
         Ok(Some(frame)) => frame,
         Ok(None) | Err(_) => {
             // The outbound SA stays the old one; the new inbound SA stays (the initiator may
             // already use it) until a later handshake replaces it.
-            let err = (*responder).abandon(&endpoint);
+            let err = responder.abandon(&endpoint);
             return Err(to_status(&err));
         }
     };
-    let actions = (*responder)
+    let actions = responder
         .on_confirm(&endpoint, &frame.message)
         .map_err(|e| to_status(&e))?;
     for action in actions {
@@ -171,34 +164,31 @@ impl<I: SaInstaller> KeyExchange for KexService<I> {
         &self,
         request: Request<Streaming<Frame>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        let start = Step::AwaitInit {
-            inbound: request.into_inner(),
-            endpoint: self.endpoint.clone(),
-            installer: self.installer.clone(),
-        };
-        // The handshake runs lazily as tonic polls the response stream: no task, no channel.
-        let stream = futures::stream::unfold(start, |step| async move {
-            match step {
-                Step::AwaitInit {
-                    inbound,
-                    endpoint,
-                    installer,
-                } => match on_init(inbound, endpoint, installer).await {
-                    Ok((reply, next)) => Some((Ok(reply), next)),
-                    Err(status) => Some((Err(status), Step::Done)),
-                },
-                Step::AwaitConfirm {
-                    inbound,
-                    endpoint,
-                    installer,
-                    responder,
-                } => match on_confirm(inbound, endpoint, installer, responder).await {
-                    Ok(()) => None,
-                    Err(status) => Some((Err(status), Step::Done)),
-                },
-                Step::Done => None,
+        // The init is handled before the response headers go out, so that the headers and the
+        // response message leave in one write, and a refused init is a trailers-only reply.
+        let (reply, next) = on_init(
+            request.into_inner(),
+            self.endpoint.clone(),
+            self.installer.clone(),
+        )
+        .await?;
+        // The rest runs lazily as tonic polls the response stream: no task, no channel.
+        let confirm = futures::stream::unfold(Some(next), |step| async move {
+            let AwaitConfirm {
+                inbound,
+                endpoint,
+                installer,
+                responder,
+            } = step?;
+            match on_confirm(inbound, endpoint, installer, responder).await {
+                Ok(()) => None,
+                Err(status) => Some((Err(status), None)),
             }
         });
-        Ok(Response::new(stream.boxed()))
+        Ok(Response::new(
+            futures::stream::once(async { Ok(reply) })
+                .chain(confirm)
+                .boxed(),
+        ))
     }
 }
