@@ -36,6 +36,14 @@ pub struct PairPolicy {
 }
 
 impl PairPolicy {
+    /// When the local node should start re-keying this pair for the current epoch: the epoch's
+    /// start plus the local node's stagger slot (`None` for the built-in default, which has no
+    /// operator-driven epochs).
+    pub fn rekey_at(&self) -> Option<Timestamp> {
+        self.epoch_started
+            .map(|t| cipherlane_policy::schedule::add(t, self.stagger_delay))
+    }
+
     fn builtin() -> PairPolicy {
         PairPolicy {
             policy: None,

@@ -172,3 +172,35 @@ pub fn watch_cluster(
     };
     (rx, fut)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str) -> Node {
+        let mut n = Node::default();
+        n.metadata.name = Some(name.into());
+        n
+    }
+
+    #[test]
+    fn a_restarted_watch_replaces_the_objects_at_once_and_only_when_its_list_is_complete() {
+        let mut b = InitBuffer::<Node>::new();
+        let mut applied = Vec::new();
+        let mut apply = |k: Option<&Node>, gone: Option<&str>| {
+            applied.push((
+                k.and_then(|k| k.metadata.name.clone()),
+                gone.map(str::to_string),
+            ));
+        };
+        assert!(b.feed(Event::Init, &mut apply).is_none());
+        assert!(b.feed(Event::InitApply(node("a")), &mut apply).is_none());
+        assert!(b.feed(Event::InitApply(node("b")), &mut apply).is_none());
+        assert!(!b.done, "not done before InitDone");
+        let all = b.feed(Event::InitDone, &mut apply).expect("the full list");
+        assert_eq!(all.len(), 2);
+        assert!(b.done);
+        assert!(b.feed(Event::Delete(node("a")), &mut apply).is_none());
+        assert_eq!(applied, [(None, Some("a".to_string()))]);
+    }
+}
