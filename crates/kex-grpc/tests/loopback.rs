@@ -276,3 +276,86 @@ async fn a_rate_limited_initiator_retries_with_backoff_and_gets_through() {
         .await
         .expect("gets through after backoff");
 }
+
+/// A raw client that speaks the gRPC service directly, to send what a real client never would.
+async fn raw_stream(
+    addr: &str,
+    frames: Vec<Vec<u8>>,
+    keep_open: bool,
+) -> (
+    tonic::Result<tonic::Streaming<cipherlane_kex_grpc::proto::Frame>>,
+    tokio::sync::mpsc::Sender<cipherlane_kex_grpc::proto::Frame>,
+) {
+    use cipherlane_kex_grpc::proto::{key_exchange_client::KeyExchangeClient, Frame};
+    let mut client = KeyExchangeClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    for message in frames {
+        tx.send(Frame { message }).await.expect("queue");
+    }
+    let keep = tx.clone();
+    if !keep_open {
+        drop(tx);
+    }
+    let response = client
+        .handshake(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map(tonic::Response::into_inner);
+    (response, keep)
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_frames_are_refused_over_grpc_with_their_label() {
+    let (_a, b) = pair_of_agents(KexConfig::default()).await;
+    let (res, _tx) = raw_stream(&b.addr, vec![vec![1, 1, 200]], false).await;
+    let status = res.expect_err("malformed");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().starts_with("malformed:"),
+        "{}",
+        status.message()
+    );
+    let (res, _tx) = raw_stream(&b.addr, vec![vec![1u8; 2000]], false).await;
+    let status = res.expect_err("oversized");
+    assert!(
+        status.message().starts_with("oversized:"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(b.endpoint.metrics().rejections(RejectionKind::Malformed), 1);
+    assert_eq!(b.endpoint.metrics().rejections(RejectionKind::Oversized), 1);
+    // Beyond the gRPC limit tonic itself refuses the message.
+    let (res, _tx) = raw_stream(&b.addr, vec![vec![1u8; 64 * 1024]], false).await;
+    assert!(res.is_err(), "a 64 KiB frame must be refused");
+    assert!(b.installer.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_lost_confirm_leaves_the_responder_on_its_old_outbound_sa_with_the_new_inbound_kept() {
+    let (a, b) = pair_of_agents(KexConfig {
+        step_timeout: Duration::from_millis(300),
+        ..KexConfig::default()
+    })
+    .await;
+    let (_initiator, actions) = a.endpoint.initiate(&name("node-b")).expect("initiate");
+    let init = match &actions[0] {
+        cipherlane_kex::Action::Send(bytes) => bytes.clone(),
+        other => panic!("expected Send, got {other:?}"),
+    };
+    // The initiator sends its init, gets the response, and its confirm is lost.
+    let (res, tx) = raw_stream(&b.addr, vec![init], true).await;
+    let mut inbound = res.expect("response stream");
+    let response = inbound.message().await.expect("frame").expect("a response");
+    assert!(!response.message.is_empty());
+    let end = inbound.message().await;
+    drop(tx);
+    let status = end.expect_err("the responder gives up waiting for the confirm");
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+    let calls = b.installer.calls();
+    assert!(
+        matches!(calls.as_slice(), [InstallerCall::InstallInbound(..)]),
+        "responder must keep its new inbound SA and not switch outbound: {calls:?}"
+    );
+    assert_eq!(b.endpoint.metrics().rejections(RejectionKind::Timeout), 1);
+}
