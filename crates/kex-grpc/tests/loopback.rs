@@ -359,3 +359,56 @@ async fn a_lost_confirm_leaves_the_responder_on_its_old_outbound_sa_with_the_new
     );
     assert_eq!(b.endpoint.metrics().rejections(RejectionKind::Timeout), 1);
 }
+
+#[tokio::test]
+async fn an_initiator_whose_confirm_is_not_acknowledged_reports_unconfirmed_and_retries() {
+    let (a, b) = pair_of_agents(KexConfig::default()).await;
+    b.installer.fail_outbound_switches();
+    let err = a
+        .client
+        .handshake(&name("node-b"), &b.addr)
+        .await
+        .expect_err("the responder could not switch");
+    match &err {
+        HandshakeError::Unconfirmed { pair, .. } => assert_eq!(pair.epoch, Epoch(1)),
+        other => panic!("expected Unconfirmed, got {other}"),
+    }
+    assert!(err.is_retryable());
+    // The initiator switched (the responder's inbound exists) but reports no established pair.
+    let calls = a.installer.calls();
+    assert!(
+        matches!(
+            calls.as_slice(),
+            [
+                InstallerCall::InstallInbound(..),
+                InstallerCall::SwitchOutbound(..)
+            ]
+        ),
+        "{calls:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_responder_that_cannot_install_its_inbound_sa_sends_no_response() {
+    let (a, b) = pair_of_agents(KexConfig::default()).await;
+    b.installer.fail_inbound_installs();
+    let err = a
+        .client
+        .handshake(&name("node-b"), &b.addr)
+        .await
+        .expect_err("no inbound SA, no response");
+    assert!(
+        matches!(
+            err,
+            HandshakeError::Rejected {
+                code: tonic::Code::Internal,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        a.installer.calls().is_empty(),
+        "the initiator installed nothing"
+    );
+}

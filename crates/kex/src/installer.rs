@@ -52,11 +52,13 @@ pub enum InstallerCall {
     Established(NodeName, SaPair),
 }
 
-/// Records calls in order; optionally refuses inbound installs (to test failure paths).
+/// Records calls in order; optionally refuses inbound installs or outbound switches (to test
+/// failure paths).
 #[derive(Debug, Default)]
 pub struct InMemoryInstaller {
     calls: Mutex<Vec<InstallerCall>>,
     fail_inbound: Mutex<bool>,
+    fail_outbound: Mutex<bool>,
 }
 
 impl InMemoryInstaller {
@@ -84,6 +86,14 @@ impl InMemoryInstaller {
     pub fn fail_inbound_installs(&self) {
         *self
             .fail_inbound
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = true;
+    }
+
+    /// Makes every later `switch_outbound` fail.
+    pub fn fail_outbound_switches(&self) {
+        *self
+            .fail_outbound
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = true;
     }
@@ -127,6 +137,16 @@ impl SaInstaller for InMemoryInstaller {
         epoch: Epoch,
         sa: &SaDirection,
     ) -> Result<(), InstallError> {
+        if *self
+            .fail_outbound
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        {
+            return Err(InstallError {
+                peer: peer.clone(),
+                reason: "refused by the test installer".into(),
+            });
+        }
         self.record(InstallerCall::SwitchOutbound(
             peer.clone(),
             epoch,
