@@ -127,7 +127,7 @@ impl RejectionKind {
         }
     }
 
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 }
@@ -175,6 +175,9 @@ pub struct KexMetrics {
     established_as_initiator: AtomicU64,
     established_as_responder: AtomicU64,
     rejections: [AtomicU64; RejectionKind::ALL.len()],
+    /// Per kind, the monotonic second (plus one) of the last `warn` line: a flood of refusals
+    /// logs at most one warning per kind per second (the rest at debug; the counters see all).
+    last_warning: [AtomicU64; RejectionKind::ALL.len()],
 }
 
 impl KexMetrics {
@@ -194,6 +197,17 @@ impl KexMetrics {
 
     pub(crate) fn count_rejection(&self, kind: RejectionKind) {
         self.rejections[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether a refusal of this kind at `second` should be logged as a warning.
+    pub(crate) fn should_warn(&self, kind: RejectionKind, second: u64) -> bool {
+        let slot = &self.last_warning[kind.index()];
+        let stamp = second.saturating_add(1);
+        let previous = slot.load(Ordering::Relaxed);
+        previous != stamp
+            && slot
+                .compare_exchange(previous, stamp, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     pub fn initiated(&self) -> u64 {
@@ -218,5 +232,26 @@ impl KexMetrics {
             .into_iter()
             .map(|k| (k.as_str(), self.rejections(k)))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_refusals_warns_once_per_kind_per_second_but_counts_all() {
+        let m = KexMetrics::default();
+        assert!(m.should_warn(RejectionKind::Replay, 0));
+        assert!(!m.should_warn(RejectionKind::Replay, 0));
+        assert!(
+            m.should_warn(RejectionKind::BadSignature, 0),
+            "kinds are independent"
+        );
+        assert!(m.should_warn(RejectionKind::Replay, 1));
+        for _ in 0..3 {
+            m.count_rejection(RejectionKind::Replay);
+        }
+        assert_eq!(m.rejections(RejectionKind::Replay), 3);
     }
 }

@@ -176,14 +176,28 @@ impl Endpoint {
 
     /// Logs and counts a refusal, then hands it back.
     fn reject(&self, role: &'static str, err: KexError) -> KexError {
-        self.metrics.count_rejection(err.kind());
-        tracing::warn!(
-            local = %self.local,
-            role,
-            reason = err.kind().as_str(),
-            error = %err,
-            "key-exchange handshake rejected"
-        );
+        let kind = err.kind();
+        self.metrics.count_rejection(kind);
+        if self
+            .metrics
+            .should_warn(kind, self.clock.monotonic().as_secs())
+        {
+            tracing::warn!(
+                local = %self.local,
+                role,
+                reason = kind.as_str(),
+                error = %err,
+                "key-exchange handshake rejected (further ones of this kind this second at debug)"
+            );
+        } else {
+            tracing::debug!(
+                local = %self.local,
+                role,
+                reason = kind.as_str(),
+                error = %err,
+                "key-exchange handshake rejected"
+            );
+        }
         err
     }
 
