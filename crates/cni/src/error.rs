@@ -3,8 +3,6 @@
 //!
 //! Owns only the vocabulary; printing and exit codes are the binary's job.
 
-use serde::Serialize;
-
 /// An error code from the CNI spec (0-99) or Cipherlane's plugin range (100+).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
@@ -97,24 +95,16 @@ impl CniError {
         }
     }
 
-    /// The error JSON object for stdout. `msg` carries the summary and the details, because
-    /// libcni-based runtimes show `msg; details` and some show only `msg`.
+    /// The error JSON object for stdout. `msg` carries the summary and the details in one line
+    /// (`Plugin not available: cipherlane-agent on node "a" is not ready ...`) and `details` is
+    /// left out: libcni shows `msg; details`, so repeating the details would print them twice,
+    /// and some runtimes show only `msg`.
     pub fn to_json(&self, cni_version: &str) -> serde_json::Value {
-        #[derive(Serialize)]
-        struct Wire<'a> {
-            #[serde(rename = "cniVersion")]
-            cni_version: &'a str,
-            code: u32,
-            msg: String,
-            details: &'a str,
-        }
-        serde_json::to_value(Wire {
-            cni_version,
-            code: self.code.as_u32(),
-            msg: format!("{}: {}", self.code.summary(), self.details),
-            details: &self.details,
+        serde_json::json!({
+            "cniVersion": cni_version,
+            "code": self.code.as_u32(),
+            "msg": format!("{}: {}", self.code.summary(), self.details),
         })
-        .unwrap_or(serde_json::Value::Null) // serializing a struct of strings cannot fail
     }
 }
 
@@ -128,7 +118,10 @@ mod tests {
         let json = err.to_json("1.1.0");
         assert_eq!(json["code"], 50);
         assert_eq!(json["cniVersion"], "1.1.0");
-        assert_eq!(json["details"], "agent not ready: no SAs yet");
+        assert!(
+            json.get("details").is_none(),
+            "details would be printed twice by libcni"
+        );
         assert!(json["msg"]
             .as_str()
             .is_some_and(|m| m.contains("agent not ready")));
