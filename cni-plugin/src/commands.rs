@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use cipherlane_cni::agent_state::{read_agent_state, ReadyNode};
-use cipherlane_cni::ipam::{self, Attachment, HOST_VETH_PREFIX, POD_GATEWAY};
+use cipherlane_cni::ipam::{self, Attachment, POD_GATEWAY};
 use cipherlane_cni::result::{AddResult, Interface, IpConfig, Route};
 use cipherlane_cni::{CniError, ErrorCode, NetConf};
 use ipnet::{IpNet, Ipv4Net};
@@ -439,7 +439,10 @@ pub async fn gc(conf: &NetConf, log: &mut Log) -> Result<(), CniError> {
         Ok(host) => match host.links().await {
             Ok(links) => {
                 for link in links {
-                    if link.is_veth && is_ours(&link.name) && !keep.contains(&link.name) {
+                    if link.is_veth
+                        && ipam::is_host_veth_name(&link.name)
+                        && !keep.contains(&link.name)
+                    {
                         match host.delete_link(&link.name).await {
                             Ok(_) => log.info(&format!("GC deleted host veth {}", link.name)),
                             Err(e) if is_gone(&e) => {}
@@ -460,13 +463,4 @@ pub async fn gc(conf: &NetConf, log: &mut Log) -> Result<(), CniError> {
             format!("GC finished with errors: {}", errors.join("; ")),
         ))
     }
-}
-
-/// Whether a host link name has the shape of this plugin's host veths.
-fn is_ours(name: &str) -> bool {
-    name.len() == HOST_VETH_PREFIX.len() + 11
-        && name.starts_with(HOST_VETH_PREFIX)
-        && name[HOST_VETH_PREFIX.len()..]
-            .chars()
-            .all(|c| c.is_ascii_hexdigit())
 }

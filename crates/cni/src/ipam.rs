@@ -71,6 +71,16 @@ pub fn parse_lease_file_name(name: &str) -> Option<(Ipv4Addr, &str)> {
 /// Prefix of every host-side veth this plugin creates; GC deletes unknown ones.
 pub const HOST_VETH_PREFIX: &str = "cl";
 
+/// Whether a host link name has the shape of this plugin's host veths (`cl` + 11 hex digits),
+/// so GC may delete it when no listed attachment owns it.
+pub fn is_host_veth_name(name: &str) -> bool {
+    name.len() == HOST_VETH_PREFIX.len() + 11
+        && name.starts_with(HOST_VETH_PREFIX)
+        && name[HOST_VETH_PREFIX.len()..]
+            .chars()
+            .all(|c| c.is_ascii_hexdigit())
+}
+
 /// The link-local gateway every pod routes through (answered by proxy ARP on the host veth).
 pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 
@@ -238,6 +248,21 @@ mod tests {
         assert_eq!(tag, a.host_veth_name());
         assert_eq!(parse_lease_file_name("lock"), None);
         assert_eq!(parse_lease_file_name(".10.0.0.9~x.1.tmp"), None);
+    }
+
+    #[test]
+    fn only_names_shaped_like_host_veths_are_claimed_by_gc() {
+        assert!(is_host_veth_name(&att("c1").host_veth_name()));
+        for other in [
+            "cl",
+            "clone",
+            "eth0",
+            "cl0123456789g",
+            "cl0123456789ab",
+            "xl0123456789a",
+        ] {
+            assert!(!is_host_veth_name(other), "{other}");
+        }
     }
 
     #[test]
