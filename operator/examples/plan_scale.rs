@@ -95,8 +95,15 @@ fn main() {
         let t = Instant::now();
         let mut pairs = 0;
         for _ in 0..rounds {
-            let plan =
-                plan_policy(&default, policies.iter(), nodes.iter(), &by_name, now).expect("plans");
+            let plan = plan_policy(
+                &default,
+                policies.iter(),
+                nodes.iter(),
+                &by_name,
+                now,
+                false,
+            )
+            .expect("plans");
             pairs = plan.status.pairs_governed.unwrap_or(0);
         }
         let per_plan = t.elapsed() / rounds;

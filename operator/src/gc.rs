@@ -74,6 +74,9 @@ pub async fn collect(ctx: &Ctx) -> Result<Vec<String>, Error> {
                         tracing::warn!(error = %err, "publishing an Event failed");
                     }
                 }
+                ctx.metrics
+                    .garbage_collected
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 deleted.push(name);
             }
             Err(cipherlane_k8s_api::kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}

@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod gc;
+pub mod http;
 pub mod leader;
 pub mod policy_controller;
 pub mod run;
@@ -75,6 +76,9 @@ pub struct Ctx {
     pub nodes: Store<Node>,
     pub cipherlane_nodes: Store<CipherlaneNode>,
     pub policies: Store<RotationPolicy>,
+    pub metrics: Arc<http::Metrics>,
+    /// Only AES-GCM suites are allowed (`CIPHERLANE_FIPS`).
+    pub fips: bool,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

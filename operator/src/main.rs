@@ -1,5 +1,9 @@
 //! `cipherlane-operator`: parses arguments and runs `cipherlane_operator::run::run`.
+use std::sync::Arc;
 use std::time::Duration;
+
+use anyhow::Context;
+use cipherlane_operator::http::{serve, Metrics};
 
 use cipherlane_operator::run::{run, Settings};
 use clap::Parser;
@@ -25,6 +29,15 @@ struct Args {
     /// Seconds between garbage-collection sweeps without watch events.
     #[arg(long, default_value_t = 60)]
     gc_interval_seconds: u64,
+    /// Serve /healthz, /readyz and /metrics on this address (e.g. 0.0.0.0:8080); off when unset.
+    #[arg(long, env = "CIPHERLANE_HTTP_ADDR")]
+    http_addr: Option<std::net::SocketAddr>,
+    /// Only AES-GCM suites are allowed; a policy asking for another is reported Degraded.
+    #[arg(long, env = "CIPHERLANE_FIPS", default_value_t = false, action = clap::ArgAction::Set)]
+    fips: bool,
+    /// Log format: text or json.
+    #[arg(long, env = "CIPHERLANE_LOG_FORMAT", default_value = "text")]
+    log_format: String,
 }
 
 async fn shutdown_signal() {
@@ -44,13 +57,29 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,kube=warn".into()),
-        )
-        .init();
     let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube=warn".into());
+    if args.log_format == "json" {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let metrics = Arc::new(Metrics::default());
+    if let Some(addr) = args.http_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the HTTP endpoint to {addr}"))?;
+        let m = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(err) = serve(listener, m).await {
+                tracing::error!(error = %err, "the HTTP endpoint stopped");
+            }
+        });
+    }
     let identity = args.identity.unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
@@ -62,6 +91,8 @@ async fn main() -> anyhow::Result<()> {
         lease_name: args.lease_name,
         lease_duration: Duration::from_secs(args.lease_duration_seconds.max(3)),
         gc_interval: Duration::from_secs(args.gc_interval_seconds.max(1)),
+        fips: args.fips,
+        metrics,
     };
     run(client, settings, shutdown_signal()).await?;
     Ok(())

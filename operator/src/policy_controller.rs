@@ -8,6 +8,7 @@
 //! conflict and the policy is reconciled again from fresh data.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +53,7 @@ pub fn plan_policy<'a>(
     nodes: impl IntoIterator<Item = &'a Node>,
     statuses: &BTreeMap<String, Option<&CipherlaneNodeStatus>>,
     now: Timestamp,
+    fips: bool,
 ) -> Result<PolicyPlan, Error> {
     let name = policy.name_any();
     let interval = parse(policy, "rotationInterval", &policy.spec.rotation_interval)?;
@@ -144,8 +146,33 @@ pub fn plan_policy<'a>(
         started,
         stagger.spread() + grace.saturating_mul(2).max(Duration::from_secs(60)),
     );
-    let conditions =
+    let mut conditions =
         PolicyConditions::compute(conv, epoch, deadline, generation, &old.conditions, now);
+    let fips_refused = fips
+        && policy
+            .spec
+            .suite
+            .parse::<cipherlane_core::Suite>()
+            .is_ok_and(|s| !s.fips_approved());
+    if fips_refused {
+        let refused = cipherlane_policy::convergence::condition(
+            &old.conditions,
+            "Degraded",
+            true,
+            "SuiteNotAllowed",
+            &format!(
+                "suite {} is not allowed with the FIPS setting; use aes-gcm-128 or aes-gcm-256",
+                policy.spec.suite
+            ),
+            generation,
+            now,
+        );
+        for c in &mut conditions {
+            if c.type_ == "Degraded" {
+                *c = refused.clone();
+            }
+        }
+    }
     let (observed_request, observed_annotation) = if rotated.is_some() {
         (
             policy.spec.rotation_request.clone(),
@@ -209,6 +236,7 @@ async fn publish(
 /// Reconciles one RotationPolicy.
 pub async fn reconcile(policy: Arc<RotationPolicy>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let name = policy.name_any();
+    ctx.metrics.reconciles.fetch_add(1, Ordering::Relaxed);
     if policy.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
@@ -231,6 +259,7 @@ pub async fn reconcile(policy: Arc<RotationPolicy>, ctx: Arc<Ctx>) -> Result<Act
         nodes.iter().map(|n| &**n),
         &statuses,
         now,
+        ctx.fips,
     )?;
     let spec_changed =
         policy.status.as_ref().and_then(|s| s.observed_generation) != policy.metadata.generation;
@@ -258,6 +287,7 @@ pub async fn reconcile(policy: Arc<RotationPolicy>, ctx: Arc<Ctx>) -> Result<Act
         })?;
     }
     if let Some((epoch, reason)) = plan.rotated {
+        ctx.metrics.rotations.fetch_add(1, Ordering::Relaxed);
         tracing::info!(policy = %name, epoch, reason = reason.as_str(), "rotation started");
         publish(
             &ctx,
@@ -308,7 +338,8 @@ pub async fn reconcile(policy: Arc<RotationPolicy>, ctx: Arc<Ctx>) -> Result<Act
 }
 
 /// Retries failed reconciles after a short pause (conflicts resolve on the next read).
-pub fn error_policy(policy: Arc<RotationPolicy>, error: &Error, _ctx: Arc<Ctx>) -> Action {
+pub fn error_policy(policy: Arc<RotationPolicy>, error: &Error, ctx: Arc<Ctx>) -> Action {
+    ctx.metrics.reconcile_errors.fetch_add(1, Ordering::Relaxed);
     tracing::warn!(policy = %policy.name_any(), %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(2))
 }
@@ -364,7 +395,8 @@ mod tests {
     #[test]
     fn a_new_policy_starts_epoch_one_and_counts_every_node_as_not_yet_converged() {
         let nodes = [node("a"), node("b"), node("c")];
-        let plan = plan_policy(&policy("1h"), [], &nodes, &BTreeMap::new(), t(0)).expect("plans");
+        let plan =
+            plan_policy(&policy("1h"), [], &nodes, &BTreeMap::new(), t(0), false).expect("plans");
         assert_eq!(plan.rotated, Some((1, RotationReason::Initial)));
         assert_eq!(plan.status.converged_summary.as_deref(), Some("0/3"));
         assert_eq!(plan.status.pairs_governed, Some(3));
@@ -381,7 +413,7 @@ mod tests {
         let nodes = [node("a"), node("b")];
         let mut p = policy("1h");
         p.status = Some(
-            plan_policy(&p, [], &nodes, &BTreeMap::new(), t(0))
+            plan_policy(&p, [], &nodes, &BTreeMap::new(), t(0), false)
                 .expect("plans")
                 .status,
         );
@@ -389,12 +421,12 @@ mod tests {
         let b = at_epoch(1, 1);
         let half: BTreeMap<String, Option<&CipherlaneNodeStatus>> =
             [("a".to_string(), Some(&a))].into();
-        let plan = plan_policy(&p, [], &nodes, &half, t(1)).expect("plans");
+        let plan = plan_policy(&p, [], &nodes, &half, t(1), false).expect("plans");
         assert_eq!(plan.rotated, None);
         assert_eq!(plan.status.converged_summary.as_deref(), Some("1/2"));
         let all: BTreeMap<String, Option<&CipherlaneNodeStatus>> =
             [("a".to_string(), Some(&a)), ("b".to_string(), Some(&b))].into();
-        let plan = plan_policy(&p, [], &nodes, &all, t(2)).expect("plans");
+        let plan = plan_policy(&p, [], &nodes, &all, t(2), false).expect("plans");
         assert_eq!(plan.status.converged_summary.as_deref(), Some("2/2"));
         assert_eq!(cond(&plan.status, "Ready"), "True");
         assert_eq!(cond(&plan.status, "Rotating"), "False");
@@ -405,25 +437,25 @@ mod tests {
         let nodes = [node("a"), node("b")];
         let mut p = policy("30s");
         p.status = Some(
-            plan_policy(&p, [], &nodes, &BTreeMap::new(), t(0))
+            plan_policy(&p, [], &nodes, &BTreeMap::new(), t(0), false)
                 .expect("plans")
                 .status,
         );
         assert_eq!(
-            plan_policy(&p, [], &nodes, &BTreeMap::new(), t(29))
+            plan_policy(&p, [], &nodes, &BTreeMap::new(), t(29), false)
                 .expect("plans")
                 .rotated,
             None
         );
-        let due = plan_policy(&p, [], &nodes, &BTreeMap::new(), t(30)).expect("plans");
+        let due = plan_policy(&p, [], &nodes, &BTreeMap::new(), t(30), false).expect("plans");
         assert_eq!(due.rotated, Some((2, RotationReason::Interval)));
         p.status = Some(due.status);
         p.spec.rotation_request = Some("please".into());
-        let asked = plan_policy(&p, [], &nodes, &BTreeMap::new(), t(31)).expect("plans");
+        let asked = plan_policy(&p, [], &nodes, &BTreeMap::new(), t(31), false).expect("plans");
         assert_eq!(asked.rotated, Some((3, RotationReason::Requested)));
         p.status = Some(asked.status);
         assert_eq!(
-            plan_policy(&p, [], &nodes, &BTreeMap::new(), t(32))
+            plan_policy(&p, [], &nodes, &BTreeMap::new(), t(32), false)
                 .expect("plans")
                 .rotated,
             None
@@ -435,13 +467,33 @@ mod tests {
         let nodes = [node("a"), node("b")];
         let mut p = policy("1h");
         p.status = Some(
-            plan_policy(&p, [], &nodes, &BTreeMap::new(), t(0))
+            plan_policy(&p, [], &nodes, &BTreeMap::new(), t(0), false)
                 .expect("plans")
                 .status,
         );
-        let late = plan_policy(&p, [], &nodes, &BTreeMap::new(), t(600)).expect("plans");
+        let late = plan_policy(&p, [], &nodes, &BTreeMap::new(), t(600), false).expect("plans");
         assert_eq!(cond(&late.status, "Degraded"), "True");
         assert_eq!(cond(&late.status, "Ready"), "False");
+    }
+
+    #[test]
+    fn with_fips_on_a_chacha_policy_is_degraded_with_a_reason() {
+        let nodes = [node("a"), node("b")];
+        let mut p = policy("1h");
+        p.spec.suite = "chacha20-poly1305".into();
+        let plan = plan_policy(&p, [], &nodes, &BTreeMap::new(), t(0), true).expect("plans");
+        let d = plan
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded")
+            .expect("Degraded");
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("True", "SuiteNotAllowed")
+        );
+        let plan = plan_policy(&p, [], &nodes, &BTreeMap::new(), t(0), false).expect("plans");
+        assert_eq!(cond(&plan.status, "Degraded"), "False");
     }
 
     #[test]
@@ -449,7 +501,7 @@ mod tests {
         let nodes = [node("a"), node("b"), node("c")];
         let mut p = policy("1h");
         p.spec.revoked_nodes = vec!["c".into()];
-        let plan = plan_policy(&p, [], &nodes, &BTreeMap::new(), t(0)).expect("plans");
+        let plan = plan_policy(&p, [], &nodes, &BTreeMap::new(), t(0), false).expect("plans");
         assert_eq!(plan.status.nodes_total, Some(2));
         assert_eq!(plan.revoked, ["c"]);
     }
@@ -468,8 +520,10 @@ mod tests {
             ..Default::default()
         });
         strict.metadata.generation = Some(1);
-        let d = plan_policy(&default, [&strict], &nodes, &BTreeMap::new(), t(0)).expect("plans");
-        let s = plan_policy(&strict, [&default], &nodes, &BTreeMap::new(), t(0)).expect("plans");
+        let d =
+            plan_policy(&default, [&strict], &nodes, &BTreeMap::new(), t(0), false).expect("plans");
+        let s =
+            plan_policy(&strict, [&default], &nodes, &BTreeMap::new(), t(0), false).expect("plans");
         assert_eq!(s.status.pairs_governed, Some(2)); // a-b, a-c
         assert_eq!(d.status.pairs_governed, Some(1)); // b-c
         assert_eq!(s.status.nodes_total, Some(3));

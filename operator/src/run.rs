@@ -2,6 +2,7 @@
 //! RotationPolicy controller and the garbage collector; on shutdown, release the Lease.
 
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,10 @@ pub struct Settings {
     pub lease_duration: Duration,
     /// How often the garbage collector runs even without a watch event.
     pub gc_interval: Duration,
+    /// Only AES-GCM suites are allowed: a policy asking for another is Degraded.
+    pub fips: bool,
+    /// Exported on `/metrics`; readiness and leadership are set here.
+    pub metrics: Arc<crate::http::Metrics>,
 }
 
 /// Runs until `shutdown` resolves (then releases the Lease and returns `Ok`) or leadership is
@@ -51,7 +56,10 @@ pub async fn run(
     loop {
         match elector.round().await {
             Ok(Round::Leading) => break,
-            Ok(Round::Following { holder }) => tracing::info!(%holder, "following the leader"),
+            Ok(Round::Following { holder }) => {
+                settings.metrics.ready.store(true, Ordering::Relaxed);
+                tracing::info!(%holder, "following the leader");
+            }
             Err(err) => tracing::warn!(error = %err, "leader election round failed"),
         }
         tokio::select! {
@@ -59,6 +67,8 @@ pub async fn run(
             () = tokio::time::sleep(retry) => {}
         }
     }
+    settings.metrics.ready.store(true, Ordering::Relaxed);
+    settings.metrics.leader.store(true, Ordering::Relaxed);
     tracing::info!(identity = %settings.identity, "became the leader");
     let renew = async {
         let mut last_ok = tokio::time::Instant::now();
@@ -84,6 +94,7 @@ pub async fn run(
         err = renew => Err(err),
         res = operate(client, &settings) => res,
     };
+    settings.metrics.leader.store(false, Ordering::Relaxed);
     if outcome.is_ok() {
         if let Err(err) = elector.release().await {
             tracing::warn!(error = %err, "releasing the Lease failed; the next leader waits for it to expire");
@@ -159,6 +170,8 @@ async fn operate(client: Client, settings: &Settings) -> Result<(), Error> {
         nodes: node_store.clone(),
         cipherlane_nodes: cn_store.clone(),
         policies: controller.store(),
+        metrics: settings.metrics.clone(),
+        fips: settings.fips,
     });
     let gc_ctx = ctx.clone();
     let gc_interval = settings.gc_interval;

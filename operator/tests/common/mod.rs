@@ -155,6 +155,8 @@ pub fn spawn_operator(
         lease_name: lease.into(),
         lease_duration: Duration::from_secs(6),
         gc_interval: Duration::from_secs(2),
+        fips: false,
+        metrics: Default::default(),
     };
     let client = client.clone();
     let handle = tokio::spawn(async move {
