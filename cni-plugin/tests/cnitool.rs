@@ -578,3 +578,43 @@ fn del_succeeds_when_the_pod_netns_is_already_gone() {
     );
     assert!(ok, "{v}");
 }
+
+#[test]
+#[ignore = "integration: needs root and the lab (tests/run-tier.sh integration)"]
+fn logs_go_to_stderr_and_to_the_log_file() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let node = Node::new("logs", "10.244.10.0/24", "1.1.0");
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &node.node_ns, common::PLUGIN])
+        .env_clear()
+        .envs([
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", "logged-1"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_ARGS", "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0"),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(node.plugin_conf("1.1.0", "").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("DEL container=logged-1 ifname=eth0 pod=default/web-0"),
+        "{stderr}"
+    );
+    let file = std::fs::read_to_string(node.log_file()).unwrap();
+    assert!(
+        file.contains("DEL container=logged-1 ifname=eth0 pod=default/web-0"),
+        "{file}"
+    );
+}
