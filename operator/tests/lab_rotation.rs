@@ -6,6 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use cipherlane_agent_k8s::{publish, PeerState, PeerSummary, Report, StatusWriter};
+use cipherlane_k8s_api::k8s_openapi::api::events::v1::Event;
 use cipherlane_k8s_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use cipherlane_k8s_api::kube::api::PostParams;
 use cipherlane_k8s_api::kube::{Api, Client};
@@ -94,6 +95,39 @@ async fn epochs_advance_on_a_short_schedule_and_on_a_single_kubectl_annotate_or_
     let status = api.get(name).await.expect("policy").status.expect("status");
     assert_eq!(status.observed_rotation_request.as_deref(), Some("please"));
     assert_eq!(status.observed_rotate_annotation.as_deref(), Some("first"));
+
+    // Each rotation left an Event on the policy (cluster-scoped objects' events live in default).
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    // This policy object's events only (a policy of the same name from an earlier run has another uid).
+    let uid = api.get(name).await.expect("policy").metadata.uid;
+    let reasons: Vec<String> = common::wait_for(Duration::from_secs(10), "rotation events", || {
+        let events = events.clone();
+        let uid = uid.clone();
+        async move {
+            let r: Vec<String> = events
+                .list(&Default::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .filter(|e| e.regarding.as_ref().and_then(|r| r.uid.as_deref()) == uid.as_deref())
+                .filter_map(|e| e.reason)
+                .collect();
+            (r.iter().any(|x| x == "RotationRequested")).then_some(r)
+        }
+    })
+    .await;
+    for reason in [
+        "InitialEpoch",
+        "IntervalElapsed",
+        "RotationAnnotated",
+        "RotationRequested",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r == reason),
+            "no {reason} Event among {reasons:?}"
+        );
+    }
 
     let _ = stop.send(());
     op.await
