@@ -317,6 +317,26 @@ pub fn render_status(s: &Snapshot, opts: StatusOptions) -> String {
         rows.push(row);
     }
     table(&mut out, &rows);
+    out.push_str("\nEFFECTIVE POLICY PER PAIR (the better-ranked of the two nodes' policies; (default) when none selects either)\n");
+    let mut rows = vec![std::iter::once(String::new())
+        .chain(view.names.iter().cloned())
+        .collect::<Vec<_>>()];
+    for a in &view.names {
+        let mut row = vec![a.clone()];
+        row.extend(view.names.iter().map(|b| {
+            if a == b {
+                "-".to_string()
+            } else {
+                let r = cipherlane_policy::effective_policy::pair_rank(view.rank(a), view.rank(b));
+                match view.policy_name(r) {
+                    "" => "(default)".to_string(),
+                    p => p.to_string(),
+                }
+            }
+        }));
+        rows.push(row);
+    }
+    table(&mut out, &rows);
     out
 }
 

@@ -32,7 +32,7 @@ fn raising_matrix_max_shows_the_matrix_for_fifty_nodes_too() {
     );
     assert_eq!(
         out.lines().filter(|l| l.starts_with("node-")).count(),
-        100,
+        150,
         "{out}"
     );
 }
