@@ -18,19 +18,24 @@ MARKER_HEX=434c525445585421   # "CLRTEXT!" as a ping payload pattern
 MARKER=CLRTEXT!
 
 log() { echo "[$(date +%H:%M:%S)] $*"; }
-fail() { echo "FAIL: $*"; exit 1; }
+fail() {
+  echo "FAIL: $*"
+  for f in /tmp/agent-*.log /tmp/operator.log; do [ -f "$f" ] && { echo "--- $f (tail) ---"; tail -n 25 "$f"; }; done
+  exit 1
+}
 check() { # DESCRIPTION COMMAND...: run, print ok/FAIL, exit on failure
   d=$1; shift
-  if "$@" >/tmp/check.out 2>&1; then echo "ok   $d"; else echo "FAIL $d"; sed 's/^/     /' /tmp/check.out | tail -n 20; exit 1; fi
+  if "$@" >/tmp/check.out 2>&1; then echo "ok   $d"; else sed 's/^/     /' /tmp/check.out | tail -n 20; fail "$d"; fi
 }
 check_not() { # DESCRIPTION COMMAND...: the command must fail
   d=$1; shift
   if "$@" >/tmp/check.out 2>&1; then echo "FAIL $d (it succeeded)"; sed 's/^/     /' /tmp/check.out | tail -n 20; exit 1; else echo "ok   $d"; fi
 }
-wait_for() { # SECONDS COMMAND...: poll until the command succeeds
-  t=$1; shift; i=0
-  while [ $i -lt $((t * 5)) ]; do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; i=$((i + 1)); done
-  return 1
+uptime_s() { cut -d. -f1 /proc/uptime; }
+wait_for() { # SECONDS COMMAND...: poll until the command succeeds, for at most SECONDS of wall-clock time
+  t=$1; shift; end=$(( $(uptime_s) + t ))
+  while [ "$(uptime_s)" -lt "$end" ]; do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
+  "$@" >/dev/null 2>&1
 }
 
 underlay_up() { # the bridge, NAT towards the host's loopback only
@@ -101,12 +106,18 @@ lab_api_ready() { # the lab API server must be reachable from the VM
   wait_for 20 k get --raw /readyz || fail "the lab API server is not reachable at 10.0.2.2"
   k apply --server-side --force-conflicts -f /repo/deploy/crds/ >/dev/null || fail "cannot install the CRDs"
   k wait --for condition=established --timeout=30s crd/cipherlanenodes.cipherlane.io crd/rotationpolicies.cipherlane.io >/dev/null
+  # objects an earlier VM case left behind would be peers of this case's nodes
+  for n in $(k get nodes -l lab.cipherlane.io/vm -o name 2>/dev/null); do
+    k delete cipherlanenode "${n#node/}" --ignore-not-found --wait=false >/dev/null 2>&1
+  done
+  k delete nodes -l lab.cipherlane.io/vm --ignore-not-found >/dev/null 2>&1
+  k delete rotationpolicies -l lab.cipherlane.io/vm --ignore-not-found >/dev/null 2>&1
 }
 
 k8s_node() { # NAME IP POD_CIDR: a Node object as node IPAM and kubelet would write it (fresh)
   k delete cipherlanenode "$1" --ignore-not-found --wait=false >/dev/null 2>&1
   k delete node "$1" --ignore-not-found >/dev/null 2>&1
-  printf 'apiVersion: v1\nkind: Node\nmetadata:\n  name: %s\n  labels: {kubernetes.io/hostname: %s}\nspec:\n  podCIDR: %s\n  podCIDRs: [%s]\n' "$1" "$1" "$3" "$3" | k apply -f - >/dev/null
+  printf 'apiVersion: v1\nkind: Node\nmetadata:\n  name: %s\n  labels: {kubernetes.io/hostname: %s, lab.cipherlane.io/vm: "true"}\nspec:\n  podCIDR: %s\n  podCIDRs: [%s]\n' "$1" "$1" "$3" "$3" | k apply -f - >/dev/null
   k patch node "$1" --subresource=status --type=merge \
     -p "{\"status\":{\"addresses\":[{\"type\":\"InternalIP\",\"address\":\"$2\"}]}}" >/dev/null
 }
@@ -139,3 +150,4 @@ operator_start() { # the real operator, in the VM's root namespace (a Deployment
     "$BIN/cipherlane-operator" --lease-namespace cipherlane-system >> /tmp/operator.log 2>&1 &
   echo $! > /tmp/operator.pid
 }
+check_not_quiet() { ! "$@"; }

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use cipherlane_core::{Epoch, NodeName, SaDirection, SaPair};
+use cipherlane_core::{Epoch, NodeName, SaDirection, SaPair, Spi};
 use cipherlane_datapath::PeerKeys;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,17 +103,22 @@ impl Keyring {
         ring.established = Some((pair.clone(), now));
     }
 
-    /// Removes every SA whose grace period is over; says whether anything changed.
-    pub fn expire(&mut self, now: Instant) -> bool {
-        let mut changed = false;
+    /// Removes every SA whose grace period is over; returns the removed inbound SPIs (this node
+    /// chose them, so it may hand them out again once the kernel no longer holds them).
+    pub fn expire(&mut self, now: Instant) -> Vec<Spi> {
+        let mut released = Vec::new();
         for ring in self.peers.values_mut() {
-            let before = ring.inbound.len() + ring.outbound.len();
+            released.extend(
+                ring.inbound
+                    .iter()
+                    .filter(|e| e.retire_at.is_some_and(|t| t <= now))
+                    .map(|e| e.sa.spi),
+            );
             ring.inbound.retain(|e| e.retire_at.is_none_or(|t| t > now));
             ring.outbound
                 .retain(|e| e.retire_at.is_none_or(|t| t > now));
-            changed |= before != ring.inbound.len() + ring.outbound.len();
         }
-        changed
+        released
     }
 
     /// The earliest pending retirement, for the caller's timer.
@@ -126,8 +131,11 @@ impl Keyring {
     }
 
     /// Forgets a peer entirely (removed from the cluster, or revoked): its SAs go at the next apply.
-    pub fn remove_peer(&mut self, peer: &NodeName) -> bool {
-        self.peers.remove(peer).is_some()
+    /// Returns the peer's inbound SPIs.
+    pub fn remove_peer(&mut self, peer: &NodeName) -> Option<Vec<Spi>> {
+        self.peers
+            .remove(peer)
+            .map(|r| r.inbound.iter().map(|e| e.sa.spi).collect())
     }
 
     /// The SAs to program for `peer`, oldest first, as the datapath wants them.
@@ -185,7 +193,7 @@ impl Keyring {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cipherlane_core::{SaKey, Spi, Suite};
+    use cipherlane_core::{SaKey, Suite};
 
     fn dir(spi: u32) -> SaDirection {
         SaDirection {
@@ -234,8 +242,13 @@ mod tests {
             vec![0x2001, 0x2002],
             "newest outbound last"
         );
-        assert!(!k.expire(t0 + Duration::from_secs(29)));
-        assert!(k.expire(t0 + Duration::from_secs(31)));
+        assert!(k.expire(t0 + Duration::from_secs(29)).is_empty());
+        let released: Vec<u32> = k
+            .expire(t0 + Duration::from_secs(31))
+            .iter()
+            .map(|s| s.value())
+            .collect();
+        assert_eq!(released, vec![0x1001], "the old inbound SPI is free again");
         let after = k.keys(&peer()).expect("keys");
         assert_eq!(spis(&after.inbound), vec![0x1002]);
         assert_eq!(spis(&after.outbound), vec![0x2002]);
@@ -253,7 +266,7 @@ mod tests {
             Duration::from_secs(1),
         );
         k.install_inbound(&peer(), Epoch(2), &dir(0x1002)); // responder: no confirm ever arrives
-        assert!(!k.expire(t0 + Duration::from_secs(3600)));
+        assert!(k.expire(t0 + Duration::from_secs(3600)).is_empty());
         assert_eq!(
             spis(&k.keys(&peer()).expect("keys").inbound),
             vec![0x1001, 0x1002]
@@ -274,7 +287,11 @@ mod tests {
             Instant::now(),
             Duration::ZERO,
         );
-        assert!(k.remove_peer(&peer()));
+        assert_eq!(
+            k.remove_peer(&peer()).map(|v| v.len()),
+            Some(1),
+            "its inbound SPI is released"
+        );
         assert_eq!(k.keys(&peer()), None);
     }
 

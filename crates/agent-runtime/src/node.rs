@@ -118,9 +118,10 @@ impl Shared {
         if !view.synced {
             return Ok(()); // never act on a partial picture of the cluster
         }
+        let mut released = Vec::new();
         let peers: Vec<Peer> = {
             let mut ring = lock(&self.keyring);
-            ring.expire(Instant::now());
+            released.extend(ring.expire(Instant::now()));
             let known: BTreeSet<&NodeName> = view.peers.iter().map(|p| &p.spec.name).collect();
             let gone: Vec<NodeName> = ring
                 .peers()
@@ -129,7 +130,7 @@ impl Shared {
                 .collect();
             for p in gone {
                 tracing::info!(peer = %p, "peer removed or revoked; dropping its SAs");
-                ring.remove_peer(&p);
+                released.extend(ring.remove_peer(&p).unwrap_or_default());
             }
             view.peers
                 .iter()
@@ -170,6 +171,17 @@ impl Shared {
                 .context("programming the kernel's XFRM state")?;
         }
         *lock(&self.observed) = Some(observed);
+        // SPIs of deleted inbound SAs may be chosen again (the kernel no longer holds them)
+        if let Some(ep) = self
+            .endpoint
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            for spi in released {
+                ep.release_spi(spi);
+            }
+        }
         Ok(())
     }
 
@@ -488,6 +500,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         return stay_not_ready(&args, &name, missing.to_string()).await;
     }
 
+    // Pods on point-to-point veths need the node to forward.
+    if let Err(e) = std::fs::write("/proc/sys/net/ipv4/ip_forward", "1") {
+        tracing::warn!(error = %e, "cannot enable net.ipv4.ip_forward; pod traffic will not be forwarded");
+    }
+
     // 2. Who we are: the Node object (tunnel IP, pod CIDRs) and the identity key.
     let client = Client::try_default()
         .await
@@ -577,9 +594,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     *shared.view.write().unwrap_or_else(|p| p.into_inner()) = view_rx.borrow().clone();
 
-    // 5. Adopt what the kernel already holds for known peers (a restart must not re-key).
-    adopt(&shared).await;
-
     // 6. The key exchange.
     let endpoint = Arc::new(Endpoint::new(
         name.clone(),
@@ -590,6 +604,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         KexConfig::default(),
     ));
     *shared.endpoint.write().unwrap_or_else(|p| p.into_inner()) = Some(endpoint.clone());
+
+    // 5. Adopt what the kernel already holds for known peers (a restart must not re-key); their
+    //    inbound SPIs stay reserved so that no new handshake picks one of them.
+    adopt(&shared, &endpoint).await;
     let installer = Arc::new(Installer(shared.clone()));
     let kex_addr = SocketAddr::new(node_ip, shared.args.kex_port);
     let kex_listener = tokio::net::TcpListener::bind(kex_addr)
@@ -619,7 +637,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn adopt(shared: &Shared) {
+async fn adopt(shared: &Shared, endpoint: &Endpoint) {
     let view = shared.view();
     let specs: Vec<_> = view.peers.iter().map(|p| p.spec.clone()).collect();
     match shared.kernel.observe(&[shared.local.node_ip]).await {
@@ -639,6 +657,9 @@ async fn adopt(shared: &Shared) {
                     inbound: inb.clone(),
                     outbound: out.clone(),
                 };
+                for sa in &keys.inbound {
+                    endpoint.reserve_spi(sa.spi);
+                }
                 ring.adopt(&peer, &keys, p.pair.epoch);
                 ring.established(&peer, &pair, Instant::now(), p.pair.grace_period);
                 tracing::info!(%peer, inbound = keys.inbound.len(), outbound = keys.outbound.len(),
@@ -656,6 +677,7 @@ async fn first_reconcile(shared: &Arc<Shared>) {
             Ok(()) => break,
             Err(e) => {
                 let reason = format!("programming the datapath failed: {e:#}");
+                tracing::error!("{reason}; retrying in {delay:?}");
                 shared.set_ready(false, &reason);
             }
         }

@@ -2,7 +2,8 @@
 # Benchmark (not a test): per-packet cost of the datapath in the VM with 1 and with 1,000 peers, with
 # the kernel's default policy hash thresholds (32/32: every 0/0 -> pod CIDR selector is inexact) and
 # with the thresholds the agent sets (local 0, remote = the pod CIDR prefix: per-peer policies hashed).
-# 64-byte UDP from a pod on node a to a pod on node b through ESP (iperf3 -b 0), 5 s per point.
+# 64-byte UDP from a pod on node a to a pod on node b through ESP (iperf3 -b 0), 5 s per point, three
+# interleaved rounds (median reported); and node -> node in clear (policy lookups without crypto).
 # Writes /out/datapath-bench.txt. Run: tests/vm/run.sh tests/vm/bench/datapath-bench.sh
 . /repo/tests/vm/datapath.sh
 dp_topology
@@ -30,8 +31,15 @@ program() { # N peers on both nodes
   echo "programmed $1 peers per node in $(( $(date +%s) - t0 ))s: $(ip -n a xfrm policy | grep -c '^src') policies, $(ip -n a xfrm state | grep -c '^src') SAs on a"
 }
 ip netns exec pb1 /sbin/iperf3 -s -D -p 5201 >/dev/null 2>&1
-measure() { # LABEL: 64-byte UDP pod a -> pod b, received packets per second (appended to /tmp/pps-LABEL)
-  out=$(ip netns exec pa1 /sbin/iperf3 -c 10.244.2.11 -u -l 64 -b 0 -t "$SECS" 2>&1)
+ip netns exec b /sbin/iperf3 -s -D -p 5202 >/dev/null 2>&1
+measure() { # LABEL [clear]: 64-byte UDP, received packets per second (appended to /tmp/pps-LABEL)
+  # pod a -> pod b through ESP; with "clear": node a -> node b in clear, which still makes the kernel
+  # look up the policies on output and input for every packet, without the (emulated) AES-GCM cost.
+  if [ "${2:-}" = clear ]; then
+    out=$(ip netns exec a /sbin/iperf3 -c 198.18.0.2 -p 5202 -u -l 64 -b 0 -t "$SECS" 2>&1)
+  else
+    out=$(ip netns exec pa1 /sbin/iperf3 -c 10.244.2.11 -u -l 64 -b 0 -t "$SECS" 2>&1)
+  fi
   line=$(echo "$out" | grep receiver | tail -n 1)
   total=$(echo "$line" | grep -o '[0-9]*/[0-9]*' | tail -n 1)
   lost=${total%/*}; sent=${total#*/}
@@ -52,10 +60,13 @@ for n in 1 1000; do
   for round in 1 2 3; do # interleaved, so that host noise hits every configuration alike
     for node in a b; do ip -n $node xfrm policy set hthresh4 32 32; done
     measure "peers=$n hthresh4=32/32 (kernel default)"
+    measure "clear node->node peers=$n hthresh4=32/32" clear
     for node in a b; do ip -n $node xfrm policy set hthresh4 0 24; done
     measure "peers=$n hthresh4=0/24 (set by the agent)"
+    measure "clear node->node peers=$n hthresh4=0/24" clear
   done
-  for l in "peers=$n hthresh4=32/32 (kernel default)" "peers=$n hthresh4=0/24 (set by the agent)"; do
+  for l in "peers=$n hthresh4=32/32 (kernel default)" "peers=$n hthresh4=0/24 (set by the agent)" \
+           "clear node->node peers=$n hthresh4=32/32" "clear node->node peers=$n hthresh4=0/24"; do
     m=$(median "$l")
     printf 'MEDIAN %-44s %6d pkt/s  %8d ns/packet\n' "$l" "$m" $((1000000000 / m)) | tee -a /out/datapath-bench.txt
   done

@@ -5,7 +5,6 @@
 # 100/s ping flood loses nothing, and a killed agent leaves the datapath working.
 . /repo/tests/vm/lib.sh
 lab_api_ready
-k delete rotationpolicy --all >/dev/null 2>&1
 log "three nodes on the underlay; Node objects in the API server"
 underlay_up
 i=1
@@ -18,7 +17,7 @@ log "a RotationPolicy for every node (aes-gcm-128, grace period 5s)"
 cat <<YAML | k apply -f - >/dev/null || fail "RotationPolicy rejected"
 apiVersion: cipherlane.io/v1alpha1
 kind: RotationPolicy
-metadata: {name: e2e}
+metadata: {name: e2e, labels: {lab.cipherlane.io/vm: "true"}}
 spec:
   suite: aes-gcm-128
   rotationInterval: 1h

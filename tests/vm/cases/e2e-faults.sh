@@ -10,15 +10,14 @@
 #   - a revoked node: its pod traffic to the others stops.
 . /repo/tests/vm/lib.sh
 lab_api_ready
-k delete rotationpolicy --all >/dev/null 2>&1
-now() { cut -d. -f1 /proc/uptime; }
+now() { uptime_s; }
 underlay_up
 i=1
 for n in a b c; do node_up $n 198.18.0.$i; k8s_node f-$n 198.18.0.$i 10.244.$i.0/24; i=$((i + 1)); done
 cat <<YAML | k apply -f - >/dev/null || fail "RotationPolicy rejected"
 apiVersion: cipherlane.io/v1alpha1
 kind: RotationPolicy
-metadata: {name: faults}
+metadata: {name: faults, labels: {lab.cipherlane.io/vm: "true"}}
 spec: {suite: aes-gcm-256, rotationInterval: 1h, gracePeriod: 5s}
 YAML
 operator_start
@@ -38,13 +37,14 @@ converged() { [ "$(k get cipherlanenodes f-a f-b f-c -o jsonpath='{.items[*].sta
 
 log "fault 1: the API server unreachable for 60s (nodes and operator cut off from 10.0.2.2)"
 nft add table ip outage
-nft add chain ip outage fwd '{ type filter hook forward priority 0 ; }'
-nft add chain ip outage out '{ type filter hook output priority 0 ; }'
-nft add rule ip outage fwd ip daddr 10.0.2.2 drop
-nft add rule ip outage out ip daddr 10.0.2.2 drop
+nft add chain ip outage fwdc '{ type filter hook forward priority 0 ; }'
+nft add chain ip outage outc '{ type filter hook output priority 0 ; }'
+nft add rule ip outage fwdc ip daddr 10.0.2.2 drop
+nft add rule ip outage outc ip daddr 10.0.2.2 drop
+check "the nodes cannot reach the API server now" check_not_quiet ip netns exec a "$KUBECTL" --kubeconfig /out/kubeconfig --request-timeout 3s get --raw /readyz
 t0=$(now)
 check "with the API away, pod traffic keeps flowing (30 pings)" ip netns exec pa1 ping -c 30 -i 0.5 -W 2 "$pc"
-sleep 30
+sleep 45
 nft delete table ip outage
 t1=$(now)
 e0=$(epoch); rotate outage-over
