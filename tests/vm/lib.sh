@@ -125,15 +125,27 @@ k8s_node() { # NAME IP POD_CIDR: a Node object as node IPAM and kubelet would wr
 agent_start() { # NODE_NS NODE_NAME NODE_IP [extra flags]: the real agent in the node's namespace
   ns=$1; name=$2; ip=$3; shift 3
   mkdir -p /run/cl/$ns /var/lib/cl/$ns /etc/cni/$ns /var/log/cl/$ns
-  ip netns exec "$ns" env KUBECONFIG=/out/kubeconfig RUST_LOG=${AGENT_LOG:-info} \
+  # /sbin/ip, not the ip() function: a backgrounded function is a subshell, and $! would be its PID
+  # rather than the agent's (ip netns exec and env both exec, so $! is the agent itself)
+  /sbin/ip netns exec "$ns" /bin/env KUBECONFIG=/out/kubeconfig RUST_LOG=${AGENT_LOG:-info} \
     "$BIN/cipherlane-agent" run --node-name "$name" --cluster-pod-cidrs 10.244.0.0/16 \
     --http-addr "$ip:9472" --state-dir /run/cl/$ns --data-dir /var/lib/cl/$ns \
     --cni-conf-dir /etc/cni/$ns --cni-log-dir /var/log/cl/$ns --resync 5s "$@" \
     >> "/tmp/agent-$ns.log" 2>&1 &
   echo $! > "/tmp/agent-$ns.pid"
 }
-agent_stop() { kill "$(cat /tmp/agent-$1.pid)" 2>/dev/null; sleep 0.5; kill -9 "$(cat /tmp/agent-$1.pid)" 2>/dev/null; true; }
-agent_kill() { kill -9 "$(cat /tmp/agent-$1.pid)" 2>/dev/null; true; }
+agent_gone() { ! [ -d "/proc/$(cat /tmp/agent-$1.pid)" ] || grep -q '^State:.*Z' "/proc/$(cat /tmp/agent-$1.pid)/status"; }
+agent_stop() { # graceful (SIGTERM), then SIGKILL; the process must be gone
+  kill "$(cat /tmp/agent-$1.pid)" 2>/dev/null
+  wait_for 5 agent_gone "$1" || kill -9 "$(cat /tmp/agent-$1.pid)" 2>/dev/null
+  wait_for 5 agent_gone "$1" || fail "agent $1 (pid $(cat /tmp/agent-$1.pid)) did not stop"
+}
+agent_kill() { # SIGKILL; the process must be gone
+  kill -9 "$(cat /tmp/agent-$1.pid)" 2>/dev/null
+  wait_for 5 agent_gone "$1" || fail "agent $1 (pid $(cat /tmp/agent-$1.pid)) survived SIGKILL"
+  grep -q cipherlane-agent "/proc/$(cat /tmp/agent-$1.pid)/cmdline" 2>/dev/null && fail "agent $1 still runs"
+  true
+}
 agent_ready() { grep -q '"ready": *true' /run/cl/$1/agent-state.json 2>/dev/null; }
 agent_log_tail() { echo "--- agent $1 log (tail) ---"; tail -n ${2:-30} "/tmp/agent-$1.log"; }
 
@@ -144,10 +156,14 @@ pod_add() { # NODE_NS POD: a pod created through the real CNI plugin via cnitool
   echo "$out" | tr -d ' \n' | grep -o '"address":"[0-9.]*' | head -n 1 | cut -d'"' -f4
 }
 
-operator_start() { # the real operator, in the VM's root namespace (a Deployment in a real cluster)
+operator_start() { # the real operator in the VM's root namespace, restarted when it exits (as its
+  # Deployment would be: it exits on purpose when it loses its leader Lease)
   k create namespace cipherlane-system >/dev/null 2>&1
-  env KUBECONFIG=/out/kubeconfig RUST_LOG=${OPERATOR_LOG:-info} POD_NAME=vm-operator \
-    "$BIN/cipherlane-operator" --lease-namespace cipherlane-system >> /tmp/operator.log 2>&1 &
+  ( while true; do
+      env KUBECONFIG=/out/kubeconfig RUST_LOG=${OPERATOR_LOG:-info} POD_NAME=vm-operator \
+        "$BIN/cipherlane-operator" --lease-namespace cipherlane-system >> /tmp/operator.log 2>&1
+      echo "operator exited ($?); restarting in 1s" >> /tmp/operator.log
+      sleep 1
+    done ) &
   echo $! > /tmp/operator.pid
 }
-check_not_quiet() { ! "$@"; }

@@ -71,6 +71,8 @@ cp /lib/modules/"$kver"/modules.{order,builtin,builtin.modinfo} "$root/lib/modul
 depmod -b "$root" "$kver"
 
 printf '%s\n' "${cases[@]}" > "$work/out/cases.txt"
+# settings for the cases: every BENCH_* and CASE_* variable of the caller
+env | grep -E '^(BENCH|CASE)_[A-Z0-9_]*=' | sed "s/'/'\\\\''/g; s/=\(.*\)/='\1'/; s/^/export /" > "$work/out/case.env" || true
 if [ -f "$lab/pki/ca.crt" ] && [ -f "$lab/kube-apiserver.pid" ] && kill -0 "$(cat "$lab/kube-apiserver.pid")" 2>/dev/null; then
   "$repo/tests/lab/apiserver.sh" vm-kubeconfig "$work/out/kubeconfig"
 fi
@@ -95,7 +97,7 @@ n=0
 while read -r case; do
   n=\$((n+1)); name=\$(basename "\$case" .sh)
   echo "=== case \$name ==="
-  ( cd /tmp && REPO=/repo CIPHERLANE_BIN=/repo/target/debug OUT=/out CASE_NAME="\$name" \
+  ( . /out/case.env; cd /tmp && REPO=/repo CIPHERLANE_BIN=${VM_BIN:-/repo/target/debug} OUT=/out CASE_NAME="\$name" \
       timeout ${VM_CASE_TIMEOUT:-600} sh /repo/\$case ) > /out/\$name.log 2>&1
   rc=\$?
   [ ${verbose} = 1 ] && cat /out/\$name.log

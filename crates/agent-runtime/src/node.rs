@@ -626,7 +626,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     tokio::spawn(view_task(shared.clone(), view_rx));
     tokio::spawn(expiry_task(shared.clone()));
-    tokio::spawn(status_task(shared.clone(), client.clone(), generation));
+    tokio::spawn(status_task(
+        shared.clone(),
+        client.clone(),
+        generation,
+        spec,
+    ));
     let reconcile = tokio::spawn(reconcile_task(shared.clone()));
     let initiate = tokio::spawn(initiator_task(shared.clone(), client_kex));
 
@@ -828,9 +833,14 @@ async fn expiry_task(shared: Arc<Shared>) {
     }
 }
 
-async fn status_task(shared: Arc<Shared>, client: Client, generation: Option<i64>) {
+async fn status_task(
+    shared: Arc<Shared>,
+    client: Client,
+    generation: Option<i64>,
+    spec: CipherlaneNodeSpec,
+) {
     let mut writer = StatusWriter::new(
-        client,
+        client.clone(),
         shared.local.name.as_str(),
         Duration::from_secs(2),
         Duration::from_secs(60),
@@ -860,8 +870,27 @@ async fn status_task(shared: Arc<Shared>, client: Client, generation: Option<i64
         }
         let ready = shared.ready.load(Ordering::SeqCst);
         let last = *lock(&shared.last_rotation);
-        if let Err(e) = writer.report(summary, ready, last).await {
-            tracing::warn!(error = %e, "cannot write CipherlaneNode status; retrying");
+        match writer.report(summary, ready, last).await {
+            Ok(_) => {}
+            Err(cipherlane_agent_k8s::Error::Status {
+                source: cipherlane_k8s_api::kube::Error::Api(ae),
+                ..
+            }) if ae.code == 404 => {
+                // someone deleted our CipherlaneNode (or a GC raced a re-added Node): publish again,
+                // or the peers would never see this node
+                tracing::warn!("our CipherlaneNode is gone; publishing it again");
+                match cipherlane_agent_k8s::publish(
+                    client.clone(),
+                    shared.local.name.as_str(),
+                    &spec,
+                )
+                .await
+                {
+                    Ok(obj) => writer.observe_generation(obj.metadata.generation),
+                    Err(e) => tracing::warn!(error = %e, "cannot publish CipherlaneNode; retrying"),
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot write CipherlaneNode status; retrying"),
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
