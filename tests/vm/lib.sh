@@ -167,3 +167,4 @@ operator_start() { # the real operator in the VM's root namespace, restarted whe
     done ) &
   echo $! > /tmp/operator.pid
 }
+check_not_quiet() { ! "$@"; }
