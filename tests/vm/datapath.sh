@@ -53,9 +53,9 @@ hold_node() { # NODE: apply and keep re-applying on file changes (logs to /tmp/h
 }
 applied_count() { grep -c '^applied' "/tmp/hold-$1.log"; }
 wait_applied() { # NODE N: until the holding agent applied N times (20 s at most)
-  i=0
+  _wa=0   # not "i": sh has no local variables and callers loop over i
   while [ "$(grep -c '^applied' "/tmp/hold-$1.log")" -lt "$2" ]; do
-    i=$((i + 1)); [ $i -gt 100 ] && return 1; sleep 0.2
+    _wa=$((_wa + 1)); [ $_wa -gt 100 ] && return 1; sleep 0.2
   done
 }
 

@@ -4,7 +4,7 @@
 # route leaked, and traffic to the steady peer still flows. (1,000 cycles of policies and routes run
 # on the host's kernel in crates/xfrm/tests/netns.rs; here, with SAs, CYCLES cycles.)
 . /repo/tests/vm/datapath.sh
-CYCLES=${CYCLES:-3}
+CYCLES=${CYCLES:-100}
 dp_topology
 state_b "0x1001:$K1" "0x1002:$K2"
 check "agent programs node b" apply_node b
@@ -15,16 +15,16 @@ check "the tunnel comes up" wait_for 20 ip netns exec pa1 ping -c 1 -W 1 10.244.
 base_pol=$(ip -n a xfrm policy | grep -c '^src'); base_sa=$(ip -n a xfrm state | grep -c '^src')
 base_rt=$(ip -n a route show proto 193 | grep -c .)
 log "steady state: $base_pol policies, $base_sa SAs, $base_rt routes; $CYCLES add/remove cycles"
-i=0; n=1
-while [ $i -lt "$CYCLES" ]; do
-  i=$((i + 1))
+c=0; n=1
+while [ $c -lt "$CYCLES" ]; do
+  c=$((c + 1)); i=$c
   printf '{"local":{"name":"a","nodeIP":"198.18.0.1","podCIDRs":["10.244.1.0/24"]},"clusterPodCIDRs":["10.244.0.0/16"],"peers":[{"name":"b","nodeIP":"198.18.0.2","podCIDRs":["10.244.2.0/24"],"keys":{"suite":"aes-gcm-128","inbound":[{"spi":4098,"key":"%s"}],"outbound":[{"spi":4097,"key":"%s"}]}},{"name":"c%d","nodeIP":"198.19.%d.%d","podCIDRs":["10.244.%d.0/24"],"keys":{"suite":"aes-gcm-128","inbound":[{"spi":%d,"key":"%s"}],"outbound":[{"spi":%d,"key":"%s"}]}}]}\n' \
     "$K2" "$K1" $i $((i / 200)) $((i % 200 + 1)) $((100 + i % 100)) $((65536 + i)) "$K3" $((131072 + i)) "$K4" > /tmp/state-a.json.tmp
   mv /tmp/state-a.json.tmp /tmp/state-a.json
-  n=$((n + 1)); wait_applied a $n || fail "cycle $i: peer not added"
+  n=$((n + 1)); wait_applied a $n || fail "cycle $c: peer not added"
   steady
-  n=$((n + 1)); wait_applied a $n || fail "cycle $i: peer not removed"
-  [ $((i % 25)) = 0 ] && log "$i cycles: $(ip -n a xfrm state | grep -c '^src') SAs, $(ip -n a xfrm policy | grep -c '^src') policies"
+  n=$((n + 1)); wait_applied a $n || fail "cycle $c: peer not removed"
+  [ $((c % 25)) = 0 ] && log "$c cycles: $(ip -n a xfrm state | grep -c '^src') SAs, $(ip -n a xfrm policy | grep -c '^src') policies"
 done
 grep -v '^applied: 8 added, 0 changed, 0 deleted\|^applied: 0 added, 0 changed, 8 deleted' /tmp/hold-a.log | head -n 5 | sed 's/^/  agent a: /'
 check "every cycle added and removed exactly the peer's 2 SAs, 5 policies and 1 route" \
