@@ -267,6 +267,11 @@ pub fn desired_state(input: &NodeInput) -> Result<DatapathState, LayoutError> {
         );
     }
 
+    // no local pod address is ever routed off the node: addresses without a pod are dropped here
+    for cidr in &local.pod_cidrs {
+        b.out.routes.insert(*cidr, Route::blackhole(*cidr));
+    }
+
     for peer in &input.peers {
         let p = peer.spec.node_ip;
         for r in &peer.spec.pod_cidrs {

@@ -200,6 +200,30 @@ pub struct Route {
     pub src: IpAddr,
 }
 
+impl Route {
+    /// A blackhole route: no gateway (unspecified), no device (0), no source. Installed for the
+    /// local pod CIDRs, so that a decrypted packet for a local pod address that has no pod (the
+    /// pod was just deleted, or never existed) is dropped here instead of following the node's
+    /// default route back onto the underlay in clear. Pods' /32 routes are more specific.
+    pub fn blackhole(dst: IpNet) -> Route {
+        let unspecified = match dst {
+            IpNet::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            IpNet::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        };
+        Route {
+            dst,
+            gateway: unspecified,
+            oif: 0,
+            src: unspecified,
+        }
+    }
+
+    /// Whether this is a blackhole route (see [`Route::blackhole`]).
+    pub fn is_blackhole(&self) -> bool {
+        self.oif == 0 && self.gateway.is_unspecified()
+    }
+}
+
 /// A snapshot of Cipherlane's kernel objects (desired or observed).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DatapathState {

@@ -593,3 +593,12 @@ fn a_state_file_becomes_the_layout_input_with_hex_keys() {
     let file: StateFile = serde_json::from_str(&bad).expect("valid json");
     assert!(file.to_input(3).is_err());
 }
+
+#[test]
+fn local_pod_addresses_without_a_pod_are_blackholed_never_routed_off_the_node() {
+    // A decrypted packet for a deleted pod must die here, not follow the default route in clear.
+    let desired = desired_state(&node_a(vec![keyed_b()])).expect("layout");
+    let local = desired.routes[&net("10.244.1.0/24")];
+    assert!(local.is_blackhole(), "{local:?}");
+    assert!(!desired.routes[&net("10.244.2.0/24")].is_blackhole());
+}

@@ -355,26 +355,35 @@ impl Kernel {
     }
 
     async fn put_route(&self, r: &Route, replace: bool) -> Result<(), XfrmError> {
-        let op = format!(
-            "{} route {} via {} onlink dev #{} src {}",
-            if replace { "replacing" } else { "adding" },
-            r.dst,
-            r.gateway,
-            r.oif,
-            r.src
-        );
-        let msg = RouteMessageBuilder::<IpAddr>::new()
-            .destination_prefix(r.dst.addr(), r.dst.prefix_len())
-            .map_err(|e| bad_route(&op, e))?
-            .gateway(r.gateway)
-            .map_err(|e| bad_route(&op, e))?
-            .pref_source(r.src)
-            .map_err(|e| bad_route(&op, e))?
-            .output_interface(r.oif)
-            .onlink()
-            .scope(RouteScope::Universe)
-            .protocol(RouteProtocol::from(ROUTE_PROTOCOL))
-            .build();
+        let verb = if replace { "replacing" } else { "adding" };
+        let msg = if r.is_blackhole() {
+            let op = format!("{verb} blackhole route {}", r.dst);
+            RouteMessageBuilder::<IpAddr>::new()
+                .destination_prefix(r.dst.addr(), r.dst.prefix_len())
+                .map_err(|e| bad_route(&op, e))?
+                .kind(netlink_packet_route::route::RouteType::BlackHole)
+                .scope(RouteScope::Universe)
+                .protocol(RouteProtocol::from(ROUTE_PROTOCOL))
+                .build()
+        } else {
+            let op = format!(
+                "{verb} route {} via {} onlink dev #{} src {}",
+                r.dst, r.gateway, r.oif, r.src
+            );
+            RouteMessageBuilder::<IpAddr>::new()
+                .destination_prefix(r.dst.addr(), r.dst.prefix_len())
+                .map_err(|e| bad_route(&op, e))?
+                .gateway(r.gateway)
+                .map_err(|e| bad_route(&op, e))?
+                .pref_source(r.src)
+                .map_err(|e| bad_route(&op, e))?
+                .output_interface(r.oif)
+                .onlink()
+                .scope(RouteScope::Universe)
+                .protocol(RouteProtocol::from(ROUTE_PROTOCOL))
+                .build()
+        };
+        let op = format!("{verb} route {}", r.dst);
         let req = self.rt.route().add(msg);
         let req = if replace { req.replace() } else { req };
         req.execute().await.map_err(|e| rt_err(op, e))

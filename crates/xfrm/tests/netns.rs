@@ -253,7 +253,10 @@ fn a_thousand_peer_add_remove_cycles_leak_no_policy_and_no_route() {
     let after = ns.exec("ip xfrm policy list").matches("dir ").count();
     assert_eq!(after, before_policies + base_len);
     let routes = ns.exec("ip route show").lines().count();
-    assert_eq!(routes, 2, "the connected /24 and 10.244.2.0/24 only");
+    assert_eq!(
+        routes, 3,
+        "the connected /24, 10.244.2.0/24 and the local pod CIDR's blackhole only"
+    );
 }
 
 #[test]
@@ -280,7 +283,10 @@ fn uninstall_removes_only_what_cipherlane_installed() {
         })
     });
     assert_eq!(report.policies, 10);
-    assert_eq!(report.routes, 1);
+    assert_eq!(
+        report.routes, 2,
+        "the peer's pod CIDR and the local blackhole"
+    );
     assert_eq!(
         again,
         Default::default(),
