@@ -4,7 +4,7 @@
 # route leaked, and traffic to the steady peer still flows. (1,000 cycles of policies and routes run
 # on the host's kernel in crates/xfrm/tests/netns.rs; here, with SAs, CYCLES cycles.)
 . /repo/tests/vm/datapath.sh
-CYCLES=${CYCLES:-100}
+CYCLES=${CYCLES:-300}
 dp_topology
 state_b "0x1001:$K1" "0x1002:$K2"
 check "agent programs node b" apply_node b
