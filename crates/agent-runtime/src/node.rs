@@ -27,8 +27,9 @@ use cipherlane_cni::agent_state::{write_agent_state, AgentState};
 use cipherlane_cni::conflist::ConflistSpec;
 use cipherlane_core::{Epoch, NodeName, SaDirection, SaPair, Suite};
 use cipherlane_datapath::{
-    adopt_keys, desired_state, parse_xfrm_stat, plan, pod_mtu_for_all, render_metrics, LocalNode,
-    MetricsInput, NodeInput, Observed, OuterFamily, Peer, SaLimits, SaSettings,
+    adopt_keys, desired_state, hash_thresholds, parse_xfrm_stat, plan, pod_mtu_for_all,
+    render_metrics, LocalNode, MetricsInput, NodeInput, Observed, OuterFamily, Peer, SaLimits,
+    SaSettings,
 };
 use cipherlane_k8s_api::k8s_openapi::api::core::v1::Node;
 use cipherlane_k8s_api::kube::{Api, Client};
@@ -53,6 +54,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// XFRM policy hash thresholds (IPv4, IPv6) as last set.
+type HashThresholds = (Option<(u8, u8)>, Option<(u8, u8)>);
+
 /// What this node is, once read from the API server.
 #[derive(Clone, Debug)]
 struct Local {
@@ -75,6 +79,7 @@ struct Shared {
     ready: AtomicBool,
     not_ready_reason: Mutex<String>,
     observed: Mutex<Option<Observed>>,
+    hash_thresholds: Mutex<Option<HashThresholds>>,
     failing: Mutex<BTreeSet<NodeName>>,
     expired: Mutex<BTreeSet<NodeName>>,
     in_flight: Mutex<BTreeSet<NodeName>>,
@@ -156,6 +161,19 @@ impl Shared {
             },
         };
         let desired = desired_state(&input).context("computing the desired datapath")?;
+        // keep policy lookups hashed for the peers' pod CIDR prefix lengths (many peers)
+        let thresholds = (
+            hash_thresholds(&input, false),
+            hash_thresholds(&input, true),
+        );
+        if *lock(&self.hash_thresholds) != Some(thresholds) {
+            self.kernel
+                .set_hash_thresholds(thresholds.0, thresholds.1)
+                .await
+                .context("setting the XFRM policy hash thresholds")?;
+            tracing::info!(v4 = ?thresholds.0, v6 = ?thresholds.1, "XFRM policy hash thresholds set");
+            *lock(&self.hash_thresholds) = Some(thresholds);
+        }
         let observed = self
             .kernel
             .observe(&[self.local.node_ip])
@@ -549,6 +567,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ready: AtomicBool::new(false),
         not_ready_reason: Mutex::new("starting: the cluster view is not read yet".into()),
         observed: Mutex::new(None),
+        hash_thresholds: Mutex::new(None),
         failing: Mutex::new(BTreeSet::new()),
         expired: Mutex::new(BTreeSet::new()),
         in_flight: Mutex::new(BTreeSet::new()),

@@ -46,6 +46,10 @@ capture_start /tmp/wire.pcap
 check "pod->remote pod pings with the marker, no loss" ip netns exec pa1 ping -c 10 -i 0.1 -W 2 -p $MARKER_HEX "$pb"
 check "host->remote pod" ip netns exec a ping -c 3 -i 0.2 -W 2 -p $MARKER_HEX "$pc"
 check "pod->peer node IP" ip netns exec pa1 ping -c 3 -i 0.2 -W 2 -p $MARKER_HEX 198.18.0.2
+ip netns exec pc1 iperf3 -s -D -1 >/dev/null 2>&1
+wait_for 5 ip netns exec pc1 sh -c 'cat /proc/net/tcp | grep -q ":1451 "'
+check "TCP pod->remote pod with iperf3 (3s)" ip netns exec pa1 iperf3 -c "$pc" -t 3
+grep -h receiver /tmp/check.out | sed 's/^/  iperf3: /'
 capture_stop
 check "the wire carried ESP only and never the marker" wire_report /tmp/wire.pcap 10.244.0.0/16
 
@@ -74,6 +78,17 @@ for n in a b c; do
   [ -z "$errs" ] || { echo "$errs"; fail "XFRM errors counted on $n"; }
 done
 echo "ok   no XFRM errors counted on any node"
+
+log "scheduled rotation: rotationInterval 15s, under a 100/s ping flood"
+e_before=$(k get rotationpolicy e2e -o jsonpath='{.status.epoch}')
+ip netns exec pb1 ping -i 0.01 -c 3000 -W 1 "$pc" > /tmp/flood2.txt 2>&1 & fp=$!
+k patch rotationpolicy e2e --type=merge -p '{"spec":{"rotationInterval":"15s"}}' >/dev/null || fail "patch rotationInterval"
+scheduled() { [ "$(k get rotationpolicy e2e -o jsonpath='{.status.epoch}')" -gt "$e_before" ]; }
+check "the operator advances the epoch on schedule (60s)" wait_for 60 scheduled
+k patch rotationpolicy e2e --type=merge -p '{"spec":{"rotationInterval":"1h"}}' >/dev/null
+wait $fp
+grep 'packets transmitted' /tmp/flood2.txt | sed 's/^/  flood: /'
+check "no packet lost during the scheduled rotation" grep -q ' 0% packet loss' /tmp/flood2.txt
 
 log "killing agent a (SIGKILL): the datapath must keep working"
 agent_kill a
