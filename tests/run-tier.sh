@@ -40,29 +40,29 @@ start_lab() { # starts the lab API server unless it runs already; stops it at ex
   [ $was_running = 1 ] || trap '"$repo/tests/lab/apiserver.sh" stop' EXIT
 }
 
+run_cargo_tests() { # NAME [ARGS after --]: cargo test --workspace, counted; a build failure counts as a failure
+  local name=$1 log=$results/$1-cargo.log rc; shift
+  cargo test --workspace --color never -- "$@" 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  count_cargo "$log"
+  if [ "$rc" != 0 ] && ! grep -aq '^test result: FAILED' "$log"; then
+    failed=$((failed + 1)); failures+=("cargo test $* (build failed)")
+  fi
+  grep -aq '^test result: FAILED' "$log" && failures+=("cargo test $*")
+  true
+}
+
 case $tier in
   unit)
     say "cargo test --workspace (unit and in-memory tests; no root, no cluster)"
-    cargo test --workspace --color never 2>&1 | tee "$results/unit-cargo.log"
-    rc=${PIPESTATUS[0]}
-    count_cargo "$results/unit-cargo.log"
-    if [ "$rc" != 0 ] && ! grep -aq '^test result: FAILED' "$results/unit-cargo.log"; then
-      failed=$((failed + 1)); failures+=("cargo test (build failed)")
-    fi
-    grep -aq '^test result: FAILED' "$results/unit-cargo.log" && failures+=("cargo test")
+    run_cargo_tests unit
     run_scripts unit
     ;;
   integration)
     need_root
     start_lab
     say "cargo test --workspace -- --ignored (real API server at $KUBECONFIG, namespaces on this host)"
-    cargo test --workspace --color never -- --ignored --test-threads=1 2>&1 | tee "$results/integration-cargo.log"
-    rc=${PIPESTATUS[0]}
-    count_cargo "$results/integration-cargo.log"
-    if [ "$rc" != 0 ] && ! grep -aq '^test result: FAILED' "$results/integration-cargo.log"; then
-      failed=$((failed + 1)); failures+=("cargo test --ignored (build failed)")
-    fi
-    grep -aq '^test result: FAILED' "$results/integration-cargo.log" && failures+=("cargo test --ignored")
+    run_cargo_tests integration --ignored --test-threads=1
     run_scripts integration
     ;;
   vm)

@@ -48,9 +48,8 @@ pub struct RunArgs {
     #[arg(long, env = "CIPHERLANE_MTU", default_value_t = 0)]
     pub mtu: u32,
 
-    /// Runtime state shared with the CNI plugin (agent-state.json).
-    #[arg(long, env = "CIPHERLANE_STATE_DIR", default_value = "/run/cipherlane")]
-    pub state_dir: PathBuf,
+    #[command(flatten)]
+    pub paths: NodePaths,
 
     /// Persistent data: the node identity key.
     #[arg(
@@ -59,22 +58,6 @@ pub struct RunArgs {
         default_value = "/var/lib/cipherlane"
     )]
     pub data_dir: PathBuf,
-
-    /// Where the conflist is written once the node is ready.
-    #[arg(
-        long,
-        env = "CIPHERLANE_CNI_CONF_DIR",
-        default_value = "/etc/cni/net.d"
-    )]
-    pub cni_conf_dir: PathBuf,
-
-    /// The conflist's file name.
-    #[arg(
-        long,
-        env = "CIPHERLANE_CNI_CONF_NAME",
-        default_value = "05-cipherlane.conflist"
-    )]
-    pub cni_conf_name: String,
 
     /// The CNI network name in the conflist.
     #[arg(
@@ -99,6 +82,30 @@ pub struct RunArgs {
     /// Re-check the kernel's state at least this often, e.g. 30s.
     #[arg(long, env = "CIPHERLANE_RESYNC", default_value = "30s", value_parser = parse_duration)]
     pub resync: Duration,
+}
+
+/// Where the agent meets the CNI plugin on the node; shared by `run` and `uninstall`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct NodePaths {
+    /// Runtime state shared with the CNI plugin (agent-state.json).
+    #[arg(long, env = "CIPHERLANE_STATE_DIR", default_value = "/run/cipherlane")]
+    pub state_dir: PathBuf,
+
+    /// Where the conflist is written once the node is ready.
+    #[arg(
+        long,
+        env = "CIPHERLANE_CNI_CONF_DIR",
+        default_value = "/etc/cni/net.d"
+    )]
+    pub cni_conf_dir: PathBuf,
+
+    /// The conflist's file name.
+    #[arg(
+        long,
+        env = "CIPHERLANE_CNI_CONF_NAME",
+        default_value = "05-cipherlane.conflist"
+    )]
+    pub cni_conf_name: String,
 }
 
 /// A settings error a person can act on.

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use cipherlane_xfrm::Kernel;
 
+use crate::config::NodePaths;
+
 /// `cipherlane-agent install-cni`: copy the CNI plugin binary into the host's CNI folder atomically.
 #[derive(clap::Args, Clone, Debug)]
 pub struct InstallCniArgs {
@@ -46,20 +48,8 @@ pub fn install_cni(args: &InstallCniArgs) -> anyhow::Result<PathBuf> {
 /// `cipherlane-agent uninstall`: what to remove besides the kernel state.
 #[derive(clap::Args, Clone, Debug)]
 pub struct UninstallArgs {
-    #[arg(
-        long,
-        env = "CIPHERLANE_CNI_CONF_DIR",
-        default_value = "/etc/cni/net.d"
-    )]
-    pub cni_conf_dir: PathBuf,
-    #[arg(
-        long,
-        env = "CIPHERLANE_CNI_CONF_NAME",
-        default_value = "05-cipherlane.conflist"
-    )]
-    pub cni_conf_name: String,
-    #[arg(long, env = "CIPHERLANE_STATE_DIR", default_value = "/run/cipherlane")]
-    pub state_dir: PathBuf,
+    #[command(flatten)]
+    pub paths: NodePaths,
 }
 
 fn remove_if_present(path: &Path) -> anyhow::Result<bool> {
@@ -73,13 +63,13 @@ fn remove_if_present(path: &Path) -> anyhow::Result<bool> {
 /// Removes the conflist first (no new pod may start), then every kernel object Cipherlane
 /// installed (and nothing else), then the agent-state file. Safe to run twice.
 pub async fn uninstall(args: &UninstallArgs) -> anyhow::Result<String> {
-    let conf = remove_if_present(&args.cni_conf_dir.join(&args.cni_conf_name))?;
+    let conf = remove_if_present(&args.paths.cni_conf_dir.join(&args.paths.cni_conf_name))?;
     let kernel = Kernel::connect().context("opening netlink (uninstall needs CAP_NET_ADMIN)")?;
     let report = kernel
         .uninstall()
         .await
         .context("removing Cipherlane's XFRM state")?;
-    let state = remove_if_present(&args.state_dir.join("agent-state.json"))?;
+    let state = remove_if_present(&args.paths.state_dir.join("agent-state.json"))?;
     Ok(format!(
         "removed {} policies, {} SAs, {} routes; conflist removed: {conf}; agent state removed: {state}",
         report.policies, report.states, report.routes

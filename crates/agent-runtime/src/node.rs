@@ -461,7 +461,7 @@ fn write_file_atomically(path: &std::path::Path, text: &str) -> std::io::Result<
 }
 
 fn agent_state_path(args: &RunArgs) -> std::path::PathBuf {
-    args.state_dir.join("agent-state.json")
+    args.paths.state_dir.join("agent-state.json")
 }
 
 /// Says "not ready" to the CNI plugin and the probes, then serves the probes until stopped.
@@ -732,9 +732,12 @@ fn publish_readiness(shared: &Shared) {
         log_file: Some(args.cni_log_dir.join("cni.log")),
         chained_plugins: Vec::new(),
     };
-    match write_file_atomically(&args.cni_conf_dir.join(&args.cni_conf_name), &spec.render()) {
+    match write_file_atomically(
+        &args.paths.cni_conf_dir.join(&args.paths.cni_conf_name),
+        &spec.render(),
+    ) {
         Ok(()) => {
-            tracing::info!(dir = %args.cni_conf_dir.display(), file = %args.cni_conf_name, pod_mtu = mtu, "CNI config written")
+            tracing::info!(dir = %args.paths.cni_conf_dir.display(), file = %args.paths.cni_conf_name, pod_mtu = mtu, "CNI config written")
         }
         Err(e) => tracing::error!(error = %e, "cannot write the CNI config"),
     }
