@@ -81,7 +81,8 @@ struct Shared {
     observed: Mutex<Option<Observed>>,
     hash_thresholds: Mutex<Option<HashThresholds>>,
     failing: Mutex<BTreeSet<NodeName>>,
-    expired: Mutex<BTreeSet<NodeName>>,
+    /// Peers whose SA soft-expired, and when.
+    expired: Mutex<std::collections::BTreeMap<NodeName, Instant>>,
     in_flight: Mutex<BTreeSet<NodeName>>,
     /// Since when each peer has been known without an SA pair.
     unkeyed_since: Mutex<std::collections::BTreeMap<NodeName, Instant>>,
@@ -569,7 +570,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         observed: Mutex::new(None),
         hash_thresholds: Mutex::new(None),
         failing: Mutex::new(BTreeSet::new()),
-        expired: Mutex::new(BTreeSet::new()),
+        expired: Mutex::new(std::collections::BTreeMap::new()),
         in_flight: Mutex::new(BTreeSet::new()),
         unkeyed_since: Mutex::new(std::collections::BTreeMap::new()),
         last_rotation: Mutex::new(None),
@@ -803,7 +804,7 @@ async fn initiator_task<I: SaInstaller>(shared: Arc<Shared>, client: Arc<KexClie
                 current_epoch: lock(&shared.keyring)
                     .current(&peer)
                     .map(|(pair, _)| pair.epoch),
-                expired: lock(&shared.expired).contains(&peer),
+                expired_for: lock(&shared.expired).get(&peer).map(Instant::elapsed),
                 in_flight: lock(&shared.in_flight).contains(&peer),
             };
             let Some(why) = due(&input, now) else {
@@ -850,7 +851,9 @@ async fn expiry_task(shared: Arc<Shared>) {
             continue;
         };
         tracing::info!(peer = %peer.spec.name, spi = ev.spi, hard = ev.hard, "SA lifetime reached; re-keying");
-        lock(&shared.expired).insert(peer.spec.name.clone());
+        lock(&shared.expired)
+            .entry(peer.spec.name.clone())
+            .or_insert_with(Instant::now);
         shared.wake.notify_one();
     }
 }

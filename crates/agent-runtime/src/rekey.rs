@@ -4,7 +4,10 @@
 //! (after this node's stagger delay, so that a cluster-wide rotation does not stampede), or when the
 //! kernel reported a soft expiry (bytes or packets) on one of the pair's SAs. Only the initiator of
 //! a pair (a deterministic rule, `cipherlane_kex::initiates`) starts scheduled handshakes; either side
-//! may start one for a soft expiry, since only the side whose SA expired knows of it.
+//! may start one for a soft expiry. Both kernels count the same packets of an SA, so both sides see
+//! its soft expiry at about the same time: the initiator re-keys at once, the other side only if no
+//! new pair arrived within [`RESPONDER_FALLBACK`]. Two handshakes racing on one pair could leave each
+//! side sending on an SA the other has retired, so the protocol keeps them apart.
 
 use std::time::Duration;
 
@@ -41,8 +44,8 @@ pub struct RekeyInput {
     pub stagger_delay: Duration,
     /// The established pair's epoch, if any.
     pub current_epoch: Option<Epoch>,
-    /// A soft expiry was reported for this pair.
-    pub expired: bool,
+    /// How long ago a soft expiry was reported for this pair (and no new pair since).
+    pub expired_for: Option<Duration>,
     /// A handshake with the peer is already running.
     pub in_flight: bool,
     /// How long this node has known the peer without holding an SA pair with it.
@@ -54,8 +57,10 @@ pub fn due(input: &RekeyInput, now: Timestamp) -> Option<Due> {
     if input.in_flight {
         return None;
     }
-    if input.expired {
-        return Some(Due::Expired);
+    if let Some(waited) = input.expired_for {
+        if input.initiator || waited >= RESPONDER_FALLBACK {
+            return Some(Due::Expired);
+        }
     }
     if !input.initiator {
         let fallback = input.current_epoch.is_none() && input.unkeyed_for >= RESPONDER_FALLBACK;
@@ -89,7 +94,7 @@ mod tests {
             epoch_started: None,
             stagger_delay: Duration::ZERO,
             current_epoch: Some(Epoch(3)),
-            expired: false,
+            expired_for: None,
             in_flight: false,
             unkeyed_for: Duration::ZERO,
         }
@@ -146,11 +151,22 @@ mod tests {
     }
 
     #[test]
-    fn a_soft_expiry_rekeys_from_either_side_but_never_twice_at_once() {
+    fn a_soft_expiry_rekeys_from_the_initiator_at_once_and_from_the_other_side_only_as_a_fallback()
+    {
+        let i = RekeyInput {
+            expired_for: Some(Duration::ZERO),
+            ..input()
+        };
+        assert_eq!(due(&i, at(5)), Some(Due::Expired));
         let r = RekeyInput {
             initiator: false,
-            expired: true,
+            expired_for: Some(Duration::from_secs(1)),
             ..input()
+        };
+        assert_eq!(due(&r, at(5)), None, "the initiator saw the same expiry");
+        let r = RekeyInput {
+            expired_for: Some(RESPONDER_FALLBACK),
+            ..r
         };
         assert_eq!(due(&r, at(5)), Some(Due::Expired));
         let busy = RekeyInput {

@@ -90,6 +90,18 @@ wait $fp
 grep 'packets transmitted' /tmp/flood2.txt | sed 's/^/  flood: /'
 check "no packet lost during the scheduled rotation" grep -q ' 0% packet loss' /tmp/flood2.txt
 
+log "volume-based re-key: maxPackets 3000 (the kernel's soft limit at 80% tells the agents)"
+epoch() { k get rotationpolicy e2e -o jsonpath='{.status.epoch}'; }
+e_vol=$(epoch); before=$(spis_ab)
+k patch rotationpolicy e2e --type=merge -p '{"spec":{"maxPackets":3000}}' >/dev/null || fail "patch maxPackets"
+ip netns exec pa1 ping -i 0.01 -c 3000 -W 1 "$pb" > /tmp/flood3.txt 2>&1
+grep 'packets transmitted' /tmp/flood3.txt | sed 's/^/  flood: /'
+check "no packet lost while SAs hit their packet limit" grep -q ' 0% packet loss' /tmp/flood3.txt
+echo "  a->b SAs before: $before now: $(spis_ab); epoch $e_vol -> $(epoch)"
+volume_rekeyed() { [ "$(spis_ab)" != "$before" ] && [ "$(epoch)" = "$e_vol" ]; }
+check "the a->b SA was replaced by a volume re-key, without a new epoch" volume_rekeyed
+k patch rotationpolicy e2e --type=json -p '[{"op":"remove","path":"/spec/maxPackets"}]' >/dev/null
+
 log "killing agent a (SIGKILL): the datapath must keep working"
 agent_kill a
 check "pa1 -> pb1 still works with agent a dead" ip netns exec pa1 ping -c 5 -i 0.2 -W 2 "$pb"
