@@ -8,7 +8,7 @@ N=${BENCH_NODES:-5}
 now_ms() { awk '{printf "%d\n", $1 * 1000}' /proc/uptime; }
 rss_kb() { awk '/VmRSS/ {print $2}' /proc/$(cat /tmp/agent-$1.pid)/status; }
 underlay_up
-i=1; for n in $(seq 1 $N); do node_up n$n 198.18.0.$n; k8s_node b-n$n 198.18.0.$n 10.244.$n.0/24; done
+for j in $(seq 1 $N); do node_up n$j 198.18.0.$j; k8s_node b-n$j 198.18.0.$j 10.244.$j.0/24; done   # (node_up sets $n)
 cat <<YAML | k apply -f - >/dev/null || fail "RotationPolicy rejected"
 apiVersion: cipherlane.io/v1alpha1
 kind: RotationPolicy
