@@ -60,6 +60,9 @@ case $tier in
     ;;
   integration)
     need_root
+    # a fresh API server: tests that list cluster-wide objects must not see what a demo or an
+    # earlier run left behind (this wipes the lab's etcd; LAB_REUSE=1 keeps a running one)
+    [ "${LAB_REUSE:-0}" = 1 ] || "$repo/tests/lab/apiserver.sh" stop >/dev/null 2>&1 || true
     start_lab
     say "cargo test --workspace -- --ignored (real API server at $KUBECONFIG, namespaces on this host)"
     run_cargo_tests integration --ignored --test-threads=1
