@@ -70,6 +70,7 @@ case $tier in
     ;;
   vm)
     need_root
+    [ "${LAB_REUSE:-0}" = 1 ] || "$repo/tests/lab/apiserver.sh" stop >/dev/null 2>&1 || true
     start_lab
     say "building the workspace's binaries for the VM"
     cargo build --workspace --bins --quiet || { echo "TIER vm: 0 passed, 1 failed"; exit 1; }
