@@ -127,8 +127,13 @@ timeout "$timeout_s" qemu-system-x86_64 -accel tcg -m "${VM_MEM:-1024}" -smp "${
   -virtfs local,path="$work/out",mount_tag=out,security_model=none \
   >"$work/console.log" 2>&1 </dev/null &
 qemu_pid=$!
-if [ $verbose = 1 ]; then tail -n +1 -f "$work/console.log" --pid "$qemu_pid" | tr -d '\r' | grep -av '^\[ *[0-9.]*\]' >&2 & fi
+stream=
+if [ $verbose = 1 ]; then
+  tail -n +1 -f "$work/console.log" --pid "$qemu_pid" | tr -d '\r' | grep -av '^\[ *[0-9.]*\]' >&2 &
+  stream=$!
+fi
 wait "$qemu_pid" || true
+[ -z "$stream" ] || wait "$stream" 2>/dev/null || true   # the live stream ends with qemu; let it finish first
 qemu_pid=
 sleep 0.2
 say "VM ran for $(( $(date +%s) - start ))s"
