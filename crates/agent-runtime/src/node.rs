@@ -811,12 +811,8 @@ async fn initiator_task<I: SaInstaller>(shared: Arc<Shared>, client: Arc<KexClie
                 continue;
             };
             lock(&shared.in_flight).insert(peer.clone());
-            let (shared, client, schedule, addr) = (
-                shared.clone(),
-                client.clone(),
-                schedule.clone(),
-                p.endpoint.clone(),
-            );
+            let (shared, client, schedule, addr) =
+                (shared.clone(), client.clone(), schedule, p.endpoint.clone());
             tokio::spawn(async move {
                 tracing::info!(%peer, reason = ?why, "starting a handshake");
                 match client.handshake_with_retry(&peer, &addr, &schedule).await {

@@ -38,9 +38,12 @@ pub enum CoreError {
 }
 
 /// An ESP AEAD cipher suite. The names are the ones users write in a `RotationPolicy`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub enum Suite {
     /// AES-GCM with a 128-bit key (`rfc4106(gcm(aes))`). The default.
+    #[default]
     #[serde(rename = "aes-gcm-128")]
     AesGcm128,
     /// AES-GCM with a 256-bit key (`rfc4106(gcm(aes))`).
@@ -117,12 +120,6 @@ impl Suite {
     /// The suite for a wire code, if known.
     pub fn from_code(code: u8) -> Option<Suite> {
         Suite::ALL.into_iter().find(|s| s.code() == code)
-    }
-}
-
-impl Default for Suite {
-    fn default() -> Self {
-        Suite::AesGcm128
     }
 }
 
