@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cipherlane_core::{NodeName, Suite};
+
+use crate::backend::DatapathMode;
 use ipnet::IpNet;
 
 /// `cipherlane-agent run`: run the node agent.
@@ -47,6 +49,12 @@ pub struct RunArgs {
     /// Underlay MTU; 0 reads it from the interface that holds the node IP.
     #[arg(long, env = "CIPHERLANE_MTU", default_value_t = 0)]
     pub mtu: u32,
+
+    /// Where SAs and policies go: `kernel` (XFRM; the only mode that encrypts) or `recording`
+    /// (SIMULATION ONLY: nothing is programmed or encrypted; what would be is written to
+    /// `datapath-recording.json` in the state directory; for running many agents on one host).
+    #[arg(long, env = "CIPHERLANE_DATAPATH", value_enum, default_value_t = DatapathMode::Kernel)]
+    pub datapath: DatapathMode,
 
     #[command(flatten)]
     pub paths: NodePaths,

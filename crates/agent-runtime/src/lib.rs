@@ -4,6 +4,7 @@
 //! either pure bookkeeping (`keyring`) or thin glue.
 #![forbid(unsafe_code)]
 
+pub mod backend;
 pub mod config;
 pub mod http;
 pub mod keyring;
@@ -12,5 +13,6 @@ pub mod maintenance;
 pub mod node;
 pub mod rekey;
 
+pub use backend::DatapathMode;
 pub use config::RunArgs;
 pub use node::run;

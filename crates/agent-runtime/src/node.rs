@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!  watch_cluster ──PeerView──> Shared.view ──> directory (kex), initiator loop, reconcile
-//!  KexService / KexClient ──SaInstaller──> Keyring ──> reconcile ──> xfrm::Kernel (netlink)
+//!  KexService / KexClient ──SaInstaller──> Keyring ──> reconcile ──> Backend (kernel netlink,
+//!                                                                    or a recording: simulation)
 //!  expiry events ──> rekey requests          reconcile ──> readiness (agent-state.json, conflist)
 //!  status loop ──> CipherlaneNode status     http ──> /healthz /readyz /metrics
 //! ```
@@ -40,10 +41,10 @@ use cipherlane_kex::{
 };
 use cipherlane_kex_grpc::{parse_public_key_base64, ClientConfig, KexClient, NodeIdentity};
 use cipherlane_policy::Timestamp;
-use cipherlane_xfrm::{diagnose_missing_support, read_kernel_config, Kernel};
 use ipnet::IpNet;
 use tokio::sync::{watch, Notify};
 
+use crate::backend::Backend;
 use crate::config::RunArgs;
 use crate::http::{self, Handler, Response};
 use crate::keyring::Keyring;
@@ -71,7 +72,7 @@ struct Local {
 struct Shared {
     args: RunArgs,
     local: Local,
-    kernel: Kernel,
+    datapath: Backend,
     keyring: Mutex<Keyring>,
     view: RwLock<PeerView>,
     /// Serialises every change to the kernel.
@@ -168,7 +169,7 @@ impl Shared {
             hash_thresholds(&input, true),
         );
         if *lock(&self.hash_thresholds) != Some(thresholds) {
-            self.kernel
+            self.datapath
                 .set_hash_thresholds(thresholds.0, thresholds.1)
                 .await
                 .context("setting the XFRM policy hash thresholds")?;
@@ -176,7 +177,7 @@ impl Shared {
             *lock(&self.hash_thresholds) = Some(thresholds);
         }
         let observed = self
-            .kernel
+            .datapath
             .observe(&[self.local.node_ip])
             .await
             .context("reading the kernel's XFRM state")?;
@@ -184,7 +185,7 @@ impl Shared {
         if !plan.is_empty() {
             let (adds, updates, deletes) = plan.summary();
             tracing::info!(adds, updates, deletes, "applying datapath changes");
-            self.kernel
+            self.datapath
                 .apply(&plan)
                 .await
                 .context("programming the kernel's XFRM state")?;
@@ -357,9 +358,12 @@ impl Shared {
              # HELP cipherlane_peers_established Peers with an established SA pair.\n\
              # TYPE cipherlane_peers_established gauge\ncipherlane_peers_established {established}\n\
              # HELP cipherlane_peers_failing Peers whose handshakes are failing.\n\
-             # TYPE cipherlane_peers_failing gauge\ncipherlane_peers_failing {}\n",
+             # TYPE cipherlane_peers_failing gauge\ncipherlane_peers_failing {}\n\
+             # HELP cipherlane_datapath_recording 1 when the datapath is a recording (simulation: nothing is encrypted).\n\
+             # TYPE cipherlane_datapath_recording gauge\ncipherlane_datapath_recording {}\n",
             view.peers.len(),
-            lock(&self.failing).len()
+            lock(&self.failing).len(),
+            u8::from(self.datapath.is_recording()),
         ));
         if let Some(ep) = self
             .endpoint
@@ -452,7 +456,7 @@ fn interface_mtu(ifindex: u32) -> Option<u32> {
     None
 }
 
-fn write_file_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+pub(crate) fn write_file_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -510,31 +514,24 @@ async fn shutdown_signal() {
 /// Runs the agent until SIGTERM/SIGINT. The datapath stays in place when it stops (fail-closed).
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let name = args.validate()?;
-    let kernel = Kernel::connect().context("opening netlink (the agent needs CAP_NET_ADMIN)")?;
+    let datapath = Backend::connect(args.datapath, name.as_str(), &args.paths.state_dir)?;
 
     // 1. The kernel must do ESP with our suite, or nothing is installed at all.
-    if let Err(probe) = kernel.probe_esp(args.suite, false).await {
-        let missing =
-            diagnose_missing_support(probe, read_kernel_config().as_deref(), args.suite, false);
-        return stay_not_ready(&args, &name, missing.to_string()).await;
+    if let Err(missing) = datapath.probe(args.suite).await {
+        return stay_not_ready(&args, &name, missing).await;
     }
-
-    // Pods on point-to-point veths need the node to forward.
-    if let Err(e) = std::fs::write("/proc/sys/net/ipv4/ip_forward", "1") {
-        tracing::warn!(error = %e, "cannot enable net.ipv4.ip_forward; pod traffic will not be forwarded");
-    }
+    datapath.enable_forwarding();
 
     // 2. Who we are: the Node object (tunnel IP, pod CIDRs) and the identity key.
     let client = Client::try_default()
         .await
         .context("connecting to the API server (in-cluster config or KUBECONFIG)")?;
     let (node_ip, pod_cidrs) = local_node(&client, &args, &name).await?;
-    let underlay_ifindex = kernel
-        .underlay_ifindex(node_ip)
-        .await
-        .with_context(|| format!("no local interface holds the node IP {node_ip}"))?;
+    let underlay_ifindex = datapath.underlay_ifindex(node_ip).await?;
     let underlay_mtu = if args.mtu > 0 {
         args.mtu
+    } else if datapath.is_recording() {
+        1500
     } else {
         interface_mtu(underlay_ifindex).unwrap_or(1500)
     };
@@ -561,7 +558,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             underlay_ifindex,
             underlay_mtu,
         },
-        kernel,
+        datapath,
         keyring: Mutex::new(Keyring::new()),
         view: RwLock::new(PeerView::default()),
         apply: tokio::sync::Mutex::new(()),
@@ -665,7 +662,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 async fn adopt(shared: &Shared, endpoint: &Endpoint) {
     let view = shared.view();
     let specs: Vec<_> = view.peers.iter().map(|p| p.spec.clone()).collect();
-    match shared.kernel.observe(&[shared.local.node_ip]).await {
+    match shared.datapath.observe(&[shared.local.node_ip]).await {
         Ok(observed) => {
             let adopted = adopt_keys(&observed.datapath, &specs);
             let mut ring = lock(&shared.keyring);
@@ -830,8 +827,9 @@ async fn initiator_task<I: SaInstaller>(shared: Arc<Shared>, client: Arc<KexClie
 }
 
 async fn expiry_task(shared: Arc<Shared>) {
-    let mut events = match shared.kernel.expiry_events() {
-        Ok(ev) => ev,
+    let mut events = match shared.datapath.expiry_events() {
+        Ok(Some(ev)) => ev,
+        Ok(None) => return, // a recording sees no traffic
         Err(e) => {
             tracing::error!(error = %e, "cannot subscribe to XFRM expiry events; volume-based rekeying is off");
             return;

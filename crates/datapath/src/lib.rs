@@ -20,6 +20,7 @@
 
 pub mod adopt;
 pub mod layout;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod mtu;
@@ -31,6 +32,7 @@ pub use adopt::adopt_keys;
 pub use layout::{
     desired_state, hash_thresholds, LayoutError, LocalNode, NodeInput, Peer, PeerKeys, SaSettings,
 };
+pub use memory::{peer_records, ApplyError, PeerRecord};
 pub use metrics::{render_metrics, MetricsInput};
 pub use model::{
     is_our_reqid, Action, DatapathState, Direction, Flow, Observed, Policy, PolicyKey, Priority,

@@ -62,43 +62,9 @@ fn keyed_b() -> Peer {
 
 /// Applies a plan to an in-memory kernel, as the adapter does to the real one.
 fn apply(state: &mut DatapathState, plan: &Plan) {
-    for step in &plan.steps {
-        match step {
-            Step::AddState(s) => {
-                assert!(
-                    !state.states.contains_key(&s.key),
-                    "adding an existing SA {:?}",
-                    s.key
-                );
-                state.push_state(s.clone());
-            }
-            Step::UpdateStateLimits(s) => {
-                state.states.insert(s.key, s.clone());
-            }
-            Step::DeleteState(k) => {
-                assert!(state.states.remove(k).is_some(), "deleting a missing SA");
-                state.state_order.retain(|x| x != k);
-            }
-            Step::AddPolicy(p) => {
-                assert!(state.policies.insert(p.key, p.clone()).is_none());
-            }
-            Step::UpdatePolicy(p) => {
-                assert!(state.policies.insert(p.key, p.clone()).is_some());
-            }
-            Step::DeletePolicy(k) => {
-                assert!(state.policies.remove(k).is_some());
-            }
-            Step::AddRoute(r) => {
-                assert!(state.routes.insert(r.dst, *r).is_none());
-            }
-            Step::ReplaceRoute(r) => {
-                state.routes.insert(r.dst, *r);
-            }
-            Step::DeleteRoute(d) => {
-                assert!(state.routes.remove(d).is_some());
-            }
-        }
-    }
+    state
+        .apply(plan)
+        .unwrap_or_else(|e| panic!("the kernel would refuse the plan: {e}"));
 }
 
 fn converge(kernel: &mut DatapathState, desired: &DatapathState) {
@@ -264,6 +230,48 @@ fn applying_a_plan_twice_changes_nothing_the_second_time() {
     assert_eq!(kernel.states, desired.states);
     assert_eq!(kernel.routes, desired.routes);
     assert!(plan(&desired, &kernel).is_empty());
+}
+
+#[test]
+fn the_in_memory_kernel_refuses_what_the_real_one_would() {
+    let desired = desired_state(&node_a(vec![keyed_b()])).expect("valid input");
+    let first = plan(&desired, &DatapathState::default());
+    let mut kernel = DatapathState::default();
+    kernel
+        .apply(&first)
+        .expect("a fresh kernel takes the first plan");
+    assert_eq!(kernel, desired);
+    // the same plan again: its first step adds an SA that is already there
+    let before = kernel.clone();
+    let err = kernel.apply(&first).expect_err("adding twice is refused");
+    assert!(matches!(err, ApplyError::StateExists(_)), "{err}");
+    assert_eq!(kernel, before, "a refused first step changes nothing");
+    // deleting everything, then deleting again
+    let teardown = plan(&DatapathState::default(), &kernel);
+    kernel.apply(&teardown).expect("teardown applies");
+    assert_eq!(kernel, DatapathState::default());
+    let err = kernel
+        .apply(&teardown)
+        .expect_err("deleting what is gone is refused");
+    assert!(matches!(err, ApplyError::RouteMissing(_)), "{err}");
+}
+
+#[test]
+fn peer_records_show_each_peers_sas_and_what_is_encrypted_to_it() {
+    let desired = desired_state(&node_a(vec![peer_b(None)])).expect("valid input");
+    // an unkeyed peer has no SAs and no required policy: nothing is encrypted to it yet
+    assert!(peer_records(&desired).is_empty());
+
+    let desired = desired_state(&node_a(vec![keyed_b()])).expect("valid input");
+    let records = peer_records(&desired);
+    assert_eq!(records.len(), 1);
+    let b = &records[0];
+    assert_eq!(b.node_ip, ip("198.18.0.2"));
+    assert_eq!(b.inbound_spis, vec!["0x00001002".to_string()]);
+    assert_eq!(b.outbound_spis, vec!["0x00001001".to_string()]);
+    let mut to = b.encrypted_to.clone();
+    to.sort();
+    assert_eq!(to, vec![net("10.244.2.0/24"), net("198.18.0.2/32")]);
 }
 
 #[test]

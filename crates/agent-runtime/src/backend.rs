@@ -1,0 +1,287 @@
+//! Where the agent's datapath goes.
+//!
+//! - [`Backend::Kernel`]: the Linux kernel over netlink (XFRM SAs and policies, routes). The only
+//!   mode that encrypts anything, and the default.
+//! - [`Backend::Recording`]: **a simulation aid, not a datapath.** It programs nothing and
+//!   encrypts nothing; it applies each plan to an in-memory state with the kernel's rules and
+//!   writes what it holds to `datapath-recording.json` in the state directory. It exists so that
+//!   a hundred agents can run on one host against a real API server (one kernel could not hold a
+//!   hundred nodes' SAs with distinct addresses), for the convergence and memory benchmarks.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use anyhow::Context as _;
+use cipherlane_core::Suite;
+use cipherlane_datapath::{peer_records, DatapathState, Observed, Plan, StateCounters};
+use cipherlane_xfrm::{diagnose_missing_support, read_kernel_config, ExpiryEvents, Kernel};
+
+/// The `--datapath` flag.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum DatapathMode {
+    /// Program the kernel's XFRM state (encrypts).
+    #[default]
+    Kernel,
+    /// SIMULATION ONLY: record what would be programmed; nothing is encrypted.
+    Recording,
+}
+
+/// The label every recording carries, so that nobody mistakes one for a datapath.
+pub const RECORDING_LABEL: &str =
+    "RECORDING (simulation only): nothing here was programmed into a kernel and no traffic is encrypted";
+
+pub enum Backend {
+    Kernel(Kernel),
+    Recording(Recording),
+}
+
+/// The recording datapath's state.
+pub struct Recording {
+    node: String,
+    file: PathBuf,
+    inner: Mutex<RecordingInner>,
+}
+
+#[derive(Default)]
+struct RecordingInner {
+    state: DatapathState,
+    added_unix: std::collections::BTreeMap<cipherlane_datapath::StateKey, u64>,
+    applies: u64,
+    steps: u64,
+    hash_thresholds: Option<(Option<(u8, u8)>, Option<(u8, u8)>)>,
+    node_ip: Option<IpAddr>,
+}
+
+impl Backend {
+    pub fn connect(
+        mode: DatapathMode,
+        node: &str,
+        state_dir: &std::path::Path,
+    ) -> anyhow::Result<Backend> {
+        Ok(match mode {
+            DatapathMode::Kernel => Backend::Kernel(
+                Kernel::connect().context("opening netlink (the agent needs CAP_NET_ADMIN)")?,
+            ),
+            DatapathMode::Recording => {
+                tracing::warn!("{RECORDING_LABEL}");
+                Backend::Recording(Recording {
+                    node: node.to_string(),
+                    file: state_dir.join("datapath-recording.json"),
+                    inner: Mutex::new(RecordingInner::default()),
+                })
+            }
+        })
+    }
+
+    pub fn is_recording(&self) -> bool {
+        matches!(self, Backend::Recording(_))
+    }
+
+    /// `Err(explanation)` when the kernel cannot do ESP with `suite`.
+    pub async fn probe(&self, suite: Suite) -> Result<(), String> {
+        match self {
+            Backend::Kernel(k) => k.probe_esp(suite, false).await.map_err(|probe| {
+                diagnose_missing_support(probe, read_kernel_config().as_deref(), suite, false)
+                    .to_string()
+            }),
+            Backend::Recording(_) => Ok(()),
+        }
+    }
+
+    /// Makes the node forward packets (pods sit on point-to-point veths).
+    pub fn enable_forwarding(&self) {
+        if self.is_recording() {
+            return;
+        }
+        if let Err(e) = std::fs::write("/proc/sys/net/ipv4/ip_forward", "1") {
+            tracing::warn!(error = %e, "cannot enable net.ipv4.ip_forward; pod traffic will not be forwarded");
+        }
+    }
+
+    /// The interface index holding the node IP (a recording takes note of the node IP).
+    pub async fn underlay_ifindex(&self, node_ip: IpAddr) -> anyhow::Result<u32> {
+        match self {
+            Backend::Kernel(k) => k
+                .underlay_ifindex(node_ip)
+                .await
+                .with_context(|| format!("no local interface holds the node IP {node_ip}")),
+            Backend::Recording(r) => {
+                r.lock().node_ip = Some(node_ip);
+                Ok(1)
+            }
+        }
+    }
+
+    pub async fn set_hash_thresholds(
+        &self,
+        v4: Option<(u8, u8)>,
+        v6: Option<(u8, u8)>,
+    ) -> anyhow::Result<()> {
+        match self {
+            Backend::Kernel(k) => Ok(k.set_hash_thresholds(v4, v6).await?),
+            Backend::Recording(r) => {
+                r.lock().hash_thresholds = Some((v4, v6));
+                Ok(())
+            }
+        }
+    }
+
+    /// Cipherlane's objects as the datapath holds them now.
+    pub async fn observe(&self, local_ips: &[IpAddr]) -> anyhow::Result<Observed> {
+        match self {
+            Backend::Kernel(k) => Ok(k.observe(local_ips).await?),
+            Backend::Recording(r) => {
+                let inner = r.lock();
+                let mut observed = Observed::default();
+                for key in &inner.state.state_order {
+                    if let Some(s) = inner.state.states.get(key) {
+                        let counters = StateCounters {
+                            add_time: inner.added_unix.get(key).copied().unwrap_or(0),
+                            ..StateCounters::default()
+                        };
+                        observed.add_state(s.clone(), counters);
+                    }
+                }
+                observed.datapath.policies = inner.state.policies.clone();
+                observed.datapath.routes = inner.state.routes.clone();
+                Ok(observed)
+            }
+        }
+    }
+
+    pub async fn apply(&self, plan: &Plan) -> anyhow::Result<()> {
+        match self {
+            Backend::Kernel(k) => Ok(k.apply(plan).await?),
+            Backend::Recording(r) => r.apply(plan),
+        }
+    }
+
+    /// Soft/hard expiry events; `None` for a recording (no traffic, so no volume limits).
+    pub fn expiry_events(&self) -> anyhow::Result<Option<ExpiryEvents>> {
+        match self {
+            Backend::Kernel(k) => Ok(Some(k.expiry_events()?)),
+            Backend::Recording(_) => Ok(None),
+        }
+    }
+}
+
+impl Recording {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RecordingInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn apply(&self, plan: &Plan) -> anyhow::Result<()> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let text = {
+            let mut inner = self.lock();
+            let result = inner.state.apply(plan);
+            let RecordingInner {
+                state, added_unix, ..
+            } = &mut *inner;
+            added_unix.retain(|k, _| state.states.contains_key(k));
+            for k in state.states.keys() {
+                added_unix.entry(*k).or_insert(now);
+            }
+            inner.applies += 1;
+            inner.steps += plan.steps.len() as u64;
+            result.context("the recorded datapath refused a step, as the kernel would")?;
+            self.render(&inner)
+        };
+        crate::node::write_file_atomically(&self.file, &text)
+            .with_context(|| format!("writing {}", self.file.display()))
+    }
+
+    fn render(&self, inner: &RecordingInner) -> String {
+        let doc = serde_json::json!({
+            "datapath": RECORDING_LABEL,
+            "node": self.node,
+            "nodeIp": inner.node_ip,
+            "applies": inner.applies,
+            "steps": inner.steps,
+            "sas": inner.state.states.len(),
+            "policies": inner.state.policies.len(),
+            "routes": inner.state.routes.len(),
+            "hashThresholds": format!("{:?}", inner.hash_thresholds),
+            "peers": peer_records(&inner.state),
+        });
+        serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cipherlane_core::{Epoch, NodeName, PeerSpec, SaDirection, SaKey, SaPair, Spi};
+    use cipherlane_datapath::{
+        desired_state, plan, LocalNode, NodeInput, Peer, PeerKeys, SaSettings,
+    };
+
+    fn input(keyed: bool) -> NodeInput {
+        let dir = |spi: u32| SaDirection {
+            spi: Spi::new(spi).expect("valid"),
+            key: SaKey::new(Suite::AesGcm128, vec![spi as u8; 20]).expect("valid"),
+        };
+        let pair = SaPair {
+            epoch: Epoch(1),
+            suite: Suite::AesGcm128,
+            inbound: dir(0x2002),
+            outbound: dir(0x2001),
+        };
+        NodeInput {
+            local: LocalNode {
+                name: NodeName::new("a".to_string()).expect("name"),
+                node_ip: "127.1.0.1".parse().expect("ip"),
+                pod_cidrs: vec!["10.100.1.0/24".parse().expect("cidr")],
+                underlay_ifindex: 1,
+            },
+            cluster_pod_cidrs: vec!["10.100.0.0/16".parse().expect("cidr")],
+            peers: vec![Peer {
+                spec: PeerSpec {
+                    name: NodeName::new("b".to_string()).expect("name"),
+                    node_ip: "127.1.0.2".parse().expect("ip"),
+                    pod_cidrs: vec!["10.100.2.0/24".parse().expect("cidr")],
+                },
+                keys: keyed.then(|| PeerKeys::from_pairs(&pair, None)),
+            }],
+            settings: SaSettings::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_recording_keeps_what_it_applied_and_says_it_encrypts_nothing() {
+        let dir = std::env::temp_dir().join(format!("cl-recording-{}", std::process::id()));
+        let backend = Backend::connect(DatapathMode::Recording, "a", &dir).expect("recording");
+        assert!(backend.probe(Suite::AesGcm128).await.is_ok());
+        backend
+            .underlay_ifindex("127.1.0.1".parse().expect("ip"))
+            .await
+            .expect("ifindex");
+        let desired = desired_state(&input(true)).expect("desired");
+        let observed = backend.observe(&[]).await.expect("observe");
+        backend
+            .apply(&plan(&desired, &observed.datapath))
+            .await
+            .expect("apply");
+        let after = backend.observe(&[]).await.expect("observe");
+        assert_eq!(after.datapath, desired);
+        assert!(plan(&desired, &after.datapath).is_empty());
+        assert!(backend.expiry_events().expect("events").is_none());
+
+        let text = std::fs::read_to_string(dir.join("datapath-recording.json")).expect("file");
+        let doc: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(doc["datapath"], RECORDING_LABEL);
+        assert_eq!(doc["nodeIp"], "127.1.0.1");
+        assert_eq!(doc["peers"][0]["nodeIp"], "127.1.0.2");
+        assert_eq!(doc["peers"][0]["outboundSpis"][0], "0x00002001");
+
+        // a plan made against a stale picture is refused, as the kernel would refuse it
+        let stale = plan(&desired, &cipherlane_datapath::DatapathState::default());
+        let err = backend.apply(&stale).await.expect_err("adding twice");
+        assert!(format!("{err:#}").contains("already exists"), "{err:#}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
