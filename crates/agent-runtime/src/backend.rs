@@ -205,7 +205,9 @@ impl Recording {
             "sas": inner.state.states.len(),
             "policies": inner.state.policies.len(),
             "routes": inner.state.routes.len(),
-            "hashThresholds": format!("{:?}", inner.hash_thresholds),
+            "hashThresholds": inner
+                .hash_thresholds
+                .map(|(v4, v6)| serde_json::json!({ "v4": v4, "v6": v6 })),
             "peers": peer_records(&inner.state),
         });
         serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
