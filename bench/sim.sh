@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Many simulated nodes on this host: the real kube-apiserver and etcd, the real operator and one real
-# cipherlane-agent process per node, with the agents' key exchange over loopback (127.1.0.x), but
+# cipherlane-agent process per node (each with the chart's RBAC and a Pod-bound token, as deployed), with the agents' key exchange over loopback (127.1.0.x), but
 # with the RECORDING datapath: nothing is programmed into a kernel and nothing is encrypted. Each
 # agent applies its plans to an in-memory XFRM state with the kernel's rules and writes it to
 # datapath-recording.json. What this measures is the control plane: API watches, key exchanges,
@@ -46,10 +46,13 @@ trap cleanup EXIT
 # shellcheck disable=SC1091
 source "$CIPHERLANE_LAB/env"
 rm -rf "$work"; mkdir -p "$work"
+now_ms() { date +%s%3N; }
+node_ip() { echo "127.1.0.$1"; }
+node_name() { printf 'sim-%03d' "$1"; }
 
 kubectl apply --server-side -f "$repo/deploy/crds/" >/dev/null
 kubectl wait --for condition=established --timeout=60s crd/cipherlanenodes.cipherlane.io crd/rotationpolicies.cipherlane.io >/dev/null
-kubectl create namespace cipherlane-system >/dev/null
+HELM=$CIPHERLANE_TOOLS/helm sh "$repo/tests/lab/identities.sh" install
 kubectl apply -f - >/dev/null <<'YAML'
 apiVersion: cipherlane.io/v1alpha1
 kind: RotationPolicy
@@ -57,13 +60,16 @@ metadata: {name: sim}
 spec: {suite: aes-gcm-128, rotationInterval: 1h, gracePeriod: 5s}
 YAML
 
-now_ms() { date +%s%3N; }
-node_ip() { echo "127.1.0.$1"; }
-node_name() { printf 'sim-%03d' "$1"; }
 
-env KUBECONFIG="$KUBECONFIG" RUST_LOG=warn POD_NAME=sim-operator \
-  "$bin/cipherlane-operator" --lease-namespace cipherlane-system >"$work/operator.log" 2>&1 &
+sh "$repo/tests/lab/identities.sh" operator "$work/operator.kubeconfig"
+env KUBECONFIG="$work/operator.kubeconfig" RUST_LOG=warn POD_NAME=sim-operator \
+  "$bin/cipherlane-operator" --lease-namespace cipherlane-system --lease-name cipherlane-operator \
+  >"$work/operator.log" 2>&1 &
 pids+=($!)
+say "Pod-bound tokens for $n agents (before any Node exists, as for a DaemonSet's pods)"
+for i in $(seq 1 "$n"); do
+  sh "$repo/tests/lab/identities.sh" agent "$(node_name "$i")" "$work/$(node_name "$i")/kubeconfig"
+done
 
 create_nodes() { # FIRST LAST: Node objects (podCIDR from node IPAM), one apply
   local i
@@ -78,7 +84,7 @@ start_agents() { # FIRST LAST
   local i d
   for i in $(seq "$1" "$2"); do
     d=$work/$(node_name "$i"); mkdir -p "$d"
-    env KUBECONFIG="$KUBECONFIG" RUST_LOG=warn "$bin/cipherlane-agent" run \
+    env KUBECONFIG="$d/kubeconfig" RUST_LOG=warn "$bin/cipherlane-agent" run \
       --datapath recording --node-name "$(node_name "$i")" --node-ip "$(node_ip "$i")" \
       --cluster-pod-cidrs 10.100.0.0/16 --http-addr "$(node_ip "$i"):9472" \
       --state-dir "$d/run" --data-dir "$d/data" --cni-conf-dir "$d/cni" --cni-log-dir "$d/log" \
