@@ -97,6 +97,7 @@ xfrm_errors() { # NODE: the non-zero XFRM error counters of a node
 
 # --- the real system: API server objects, agents, pods through the CNI plugin ---------------------
 KUBECTL=$(ls /repo/.cache/tools/*/bin/kubectl 2>/dev/null | head -n 1)
+HELM=$(ls /repo/.cache/tools/*/bin/helm 2>/dev/null | head -n 1)
 CNITOOL=$(ls /repo/.cache/tools/*/bin/cnitool 2>/dev/null | head -n 1)
 k() { "$KUBECTL" --kubeconfig /out/kubeconfig "$@"; }
 
@@ -106,6 +107,8 @@ lab_api_ready() { # the lab API server must be reachable from the VM
   wait_for 20 k get --raw /readyz || fail "the lab API server is not reachable at 10.0.2.2"
   k apply --server-side --force-conflicts -f /repo/deploy/crds/ >/dev/null || fail "cannot install the CRDs"
   k wait --for condition=established --timeout=30s crd/cipherlanenodes.cipherlane.io crd/rotationpolicies.cipherlane.io >/dev/null
+  # agents and operator run as the chart deploys them: its ServiceAccounts, RBAC and admission policy
+  identities install || fail "cannot install the chart's RBAC"
   # objects an earlier VM case left behind would be peers of this case's nodes
   for n in $(k get nodes -l lab.cipherlane.io/vm -o name 2>/dev/null); do
     k delete cipherlanenode "${n#node/}" --ignore-not-found --wait=false >/dev/null 2>&1
@@ -122,12 +125,16 @@ k8s_node() { # NAME IP POD_CIDR: a Node object as node IPAM and kubelet would wr
     -p "{\"status\":{\"addresses\":[{\"type\":\"InternalIP\",\"address\":\"$2\"}]}}" >/dev/null
 }
 
-agent_start() { # NODE_NS NODE_NAME NODE_IP [extra flags]: the real agent in the node's namespace
+identities() { KUBECTL=$KUBECTL HELM=$HELM KUBECONFIG=/out/kubeconfig sh /repo/tests/lab/identities.sh "$@"; }
+
+agent_start() { # NODE_NS NODE_NAME NODE_IP [extra flags]: the real agent in the node's namespace, with
+  # the chart's agent ServiceAccount and a token bound to a Pod on its node (as the kubelet mounts it)
   ns=$1; name=$2; ip=$3; shift 3
   mkdir -p /run/cl/$ns /var/lib/cl/$ns /etc/cni/$ns /var/log/cl/$ns
+  [ -f /run/cl/$ns.kubeconfig ] || identities agent "$name" /run/cl/$ns.kubeconfig || fail "no token for the agent on $name"
   # /sbin/ip, not the ip() function: a backgrounded function is a subshell, and $! would be its PID
   # rather than the agent's (ip netns exec and env both exec, so $! is the agent itself)
-  /sbin/ip netns exec "$ns" /bin/env KUBECONFIG=/out/kubeconfig RUST_LOG=${AGENT_LOG:-info} \
+  /sbin/ip netns exec "$ns" /bin/env KUBECONFIG=/run/cl/$ns.kubeconfig RUST_LOG=${AGENT_LOG:-info} \
     "$BIN/cipherlane-agent" run --node-name "$name" --cluster-pod-cidrs 10.244.0.0/16 \
     --http-addr "$ip:9472" --state-dir /run/cl/$ns --data-dir /var/lib/cl/$ns \
     --cni-conf-dir /etc/cni/$ns --cni-log-dir /var/log/cl/$ns --resync 5s "$@" \
@@ -156,12 +163,33 @@ pod_add() { # NODE_NS POD: a pod created through the real CNI plugin via cnitool
   echo "$out" | tr -d ' \n' | grep -o '"address":"[0-9.]*' | head -n 1 | cut -d'"' -f4
 }
 
+# --- clusters of CASE_NODES nodes (3 by default; the full runs use 5) -------------------------------
+# Nodes are named a, b, c, d, e, ... with node IP 198.18.0.<position> and pod CIDR 10.244.<position>.0/24;
+# a node's first pod is p<node>1 and its IP is in the variable p<node> (pa, pb, ...).
+case_nodes() { echo "a b c d e f g h" | cut -d' ' -f1-"${CASE_NODES:-3}"; }
+node_index() { # NODE: its position (a=1)
+  echo "a b c d e f g h" | tr ' ' '\n' | grep -n "^$1\$" | cut -d: -f1
+}
+mesh() { # NODE...: every listed node's pod reaches every other listed node's pod
+  for x in "$@"; do for y in "$@"; do
+    [ "$x" = "$y" ] && continue
+    eval "dst=\$p$y"
+    ip netns exec "p${x}1" ping -c 1 -W 1 "$dst" >/dev/null 2>&1 || { echo "p${x}1 -> p${y}1 ($dst) fails"; return 1; }
+  done; done
+}
+all_at_epoch() { # PREFIX EPOCH NODE...: the CipherlaneNodes PREFIX-NODE all report EPOCH
+  pfx=$1; want=$2; shift 2
+  [ "$(k get cipherlanenodes $(for x in "$@"; do printf '%s-%s ' "$pfx" "$x"; done) \
+        -o jsonpath='{range .items[*]}{.status.epoch}{"\n"}{end}' | sort -u)" = "$want" ]
+}
+
 operator_start() { # the real operator in the VM's root namespace, restarted when it exits (as its
   # Deployment would be: it exits on purpose when it loses its leader Lease)
-  k create namespace cipherlane-system >/dev/null 2>&1
+  identities operator /tmp/operator.kubeconfig || fail "no token for the operator"
   ( while true; do
-      env KUBECONFIG=/out/kubeconfig RUST_LOG=${OPERATOR_LOG:-info} POD_NAME=vm-operator \
-        "$BIN/cipherlane-operator" --lease-namespace cipherlane-system >> /tmp/operator.log 2>&1
+      env KUBECONFIG=/tmp/operator.kubeconfig RUST_LOG=${OPERATOR_LOG:-info} POD_NAME=vm-operator \
+        "$BIN/cipherlane-operator" --lease-namespace cipherlane-system --lease-name cipherlane-operator \
+        >> /tmp/operator.log 2>&1
       echo "operator exited ($?); restarting in 1s" >> /tmp/operator.log
       sleep 1
     done ) &

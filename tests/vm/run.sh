@@ -97,10 +97,17 @@ n=0
 while read -r case; do
   n=\$((n+1)); name=\$(basename "\$case" .sh)
   echo "=== case \$name ==="
+  : > /out/\$name.log
   ( . /out/case.env; cd /tmp && REPO=/repo CIPHERLANE_BIN=${VM_BIN:-/repo/target/debug} OUT=/out CASE_NAME="\$name" \
-      timeout ${VM_CASE_TIMEOUT:-600} sh /repo/\$case ) > /out/\$name.log 2>&1
+      timeout ${VM_CASE_TIMEOUT:-600} sh /repo/\$case ) >> /out/\$name.log 2>&1 &
+  cpid=\$!
+  # with -v the case's lines reach the console as they happen (the demo's progress); a file, not a
+  # pipe, because processes a case leaves in the background would hold a pipe open
+  tp=
+  if [ ${verbose} = 1 ]; then tail -n +1 -f /out/\$name.log & tp=\$!; fi
+  wait \$cpid
   rc=\$?
-  [ ${verbose} = 1 ] && cat /out/\$name.log
+  [ -z "\$tp" ] || { sleep 1; kill \$tp 2>/dev/null; }
   echo "\$rc" > /out/\$name.rc
   echo "=== case \$name exit \$rc ==="
   sh /repo/tests/vm/reset.sh >> /out/\$name.log 2>&1

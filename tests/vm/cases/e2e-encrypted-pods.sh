@@ -1,17 +1,17 @@
 #!/bin/sh
-# End to end: three nodes, each running the real agent against the lab's real API server; pods made
+# End to end: three nodes (CASE_NODES=5: five), each running the real agent against the lab's real API server; pods made
 # by the real CNI plugin through cnitool; the agents exchange keys and program the kernel; pod traffic
 # between nodes crosses the underlay as ESP only. Then an on-demand rotation (kubectl patch) under a
 # 100/s ping flood loses nothing, and a killed agent leaves the datapath working.
 . /repo/tests/vm/lib.sh
 lab_api_ready
-log "three nodes on the underlay; Node objects in the API server"
+NODES=$(case_nodes); N=$(echo $NODES | wc -w)
+log "$N nodes on the underlay; Node objects in the API server"
 underlay_up
-i=1
-for n in a b c; do
-  node_up $n 198.18.0.$i
-  k8s_node e2e-$n 198.18.0.$i 10.244.$i.0/24
-  i=$((i + 1))
+for x in $NODES; do
+  i=$(node_index $x)
+  node_up $x 198.18.0.$i
+  k8s_node e2e-$x 198.18.0.$i 10.244.$i.0/24
 done
 log "a RotationPolicy for every node (aes-gcm-128, grace period 5s)"
 cat <<YAML | k apply -f - >/dev/null || fail "RotationPolicy rejected"
@@ -25,21 +25,18 @@ spec:
 YAML
 log "starting the operator and the agents"
 operator_start
-i=1; for n in a b c; do agent_start $n e2e-$n 198.18.0.$i; i=$((i + 1)); done
-for n in a b c; do
-  wait_for 90 agent_ready $n || { agent_log_tail $n; fail "agent $n not ready"; }
+for x in $NODES; do agent_start $x e2e-$x 198.18.0.$(node_index $x); done
+for x in $NODES; do
+  wait_for 90 agent_ready $x || { agent_log_tail $x; fail "agent $x not ready"; }
 done
-echo "ok   all three agents ready (conflist written, fail-closed in place)"
+echo "ok   all $N agents ready (conflist written, fail-closed in place)"
 k get cipherlanenodes -o wide 2>&1 | sed 's/^/  /'
 
 log "pods through the CNI plugin (cnitool add)"
-pa=$(pod_add a pa1) || fail "CNI ADD on a"
-pb=$(pod_add b pb1) || fail "CNI ADD on b"
-pc=$(pod_add c pc1) || fail "CNI ADD on c"
-echo "  pods: pa1=$pa pb1=$pb pc1=$pc"
+for x in $NODES; do eval "p$x=\$(pod_add $x p${x}1)" || fail "CNI ADD on $x"; done
+echo "  pods: $(for x in $NODES; do eval "printf 'p%s1=%s ' $x \$p$x"; done)"
 check "pa1 -> pb1 works once the pair is keyed (60s)" wait_for 60 ip netns exec pa1 ping -c 1 -W 1 "$pb"
-check "pa1 -> pc1 works" wait_for 60 ip netns exec pa1 ping -c 1 -W 1 "$pc"
-check "pb1 -> pc1 works" wait_for 60 ip netns exec pb1 ping -c 1 -W 1 "$pc"
+check "every pod reaches every other node's pod: $((N * (N - 1))) pairs (90s)" wait_for 90 mesh $NODES
 ip -n a xfrm state | grep -c '^src' | sed 's/^/  SAs on node a: /'
 
 capture_start /tmp/wire.pcap
@@ -66,16 +63,15 @@ check "no packet lost during the rotation" grep -q ' 0% packet loss' /tmp/flood.
 epoch1=$(k get rotationpolicy e2e -o jsonpath='{.status.epoch}')
 echo "  policy epoch: ${epoch0:-none} -> ${epoch1:-none}"
 check "the policy's epoch advanced" [ "${epoch1:-0}" -gt "${epoch0:-0}" ]
-epochs_converged() { [ "$(k get cipherlanenodes e2e-a e2e-b e2e-c -o jsonpath='{.items[*].status.epoch}')" = "$epoch1 $epoch1 $epoch1" ]; }
-check "every CipherlaneNode reports the new epoch $epoch1 (30s)" wait_for 30 epochs_converged
+check "every CipherlaneNode reports the new epoch $epoch1 (30s)" wait_for 30 all_at_epoch e2e "$epoch1" $NODES
 k get rotationpolicy e2e 2>&1 | sed 's/^/  /'
 sleep 7   # the policy's grace period is 5s
 spi1=$(spis_ab)
 echo "  a->b SAs before: $spi0 after the grace period: $spi1"
 check "after the grace period one new SA a->b remains, the old one is gone" sh -c "[ \"$spi1\" != \"$spi0\" ] && [ $(echo $spi1 | wc -w) = 1 ]"
-for n in a b c; do
-  errs=$(xfrm_errors $n)
-  [ -z "$errs" ] || { echo "$errs"; fail "XFRM errors counted on $n"; }
+for x in $NODES; do
+  errs=$(xfrm_errors $x)
+  [ -z "$errs" ] || { echo "$errs"; fail "XFRM errors counted on $x"; }
 done
 echo "ok   no XFRM errors counted on any node"
 
@@ -109,6 +105,7 @@ check_not "traffic to an unknown remote pod CIDR stays blocked" ip netns exec pa
 agent_start a e2e-a 198.18.0.1
 wait_for 90 agent_ready a || { agent_log_tail a; fail "agent a did not come back"; }
 check "after the restart pa1 -> pb1 works" ip netns exec pa1 ping -c 5 -i 0.2 -W 2 "$pb"
-for n in a b c; do agent_log_tail $n 8; done
+check "with every agent back, the full mesh still works" mesh $NODES
+for x in $NODES; do agent_log_tail $x 8; done
 echo "--- operator log (tail) ---"; tail -n 15 /tmp/operator.log
 log "e2e passed"
