@@ -6,7 +6,7 @@
 # datapath-recording.json. What this measures is the control plane: API watches, key exchanges,
 # plans, status; and the agents' memory with many peers.
 #
-# Usage: bench/sim.sh [N] [RESULTS_FILE]   (default 101 nodes, i.e. 100 peers each;
+# Usage: bench/sim.sh [N] [RESULTS_FILE]   (default 101 nodes, i.e. 100 peers each; SIM_AGENT_LOG=info for agent logs;
 #                                          bench/results/sim.txt). SIM_PROFILE=debug uses debug builds.
 #
 # Phases: 2 nodes (convergence, RSS with 1 peer); the other N-2 join (convergence from Node
@@ -84,7 +84,7 @@ start_agents() { # FIRST LAST
   local i d
   for i in $(seq "$1" "$2"); do
     d=$work/$(node_name "$i"); mkdir -p "$d"
-    env KUBECONFIG="$d/kubeconfig" RUST_LOG=warn "$bin/cipherlane-agent" run \
+    env KUBECONFIG="$d/kubeconfig" RUST_LOG=${SIM_AGENT_LOG:-warn} "$bin/cipherlane-agent" run \
       --datapath recording --node-name "$(node_name "$i")" --node-ip "$(node_ip "$i")" \
       --cluster-pod-cidrs 10.100.0.0/16 --http-addr "$(node_ip "$i"):9472" \
       --state-dir "$d/run" --data-dir "$d/data" --cni-conf-dir "$d/cni" --cni-log-dir "$d/log" \
@@ -125,7 +125,21 @@ wait_for() { # SECONDS CMD...: polls every second
   until "$@" >/dev/null 2>&1; do [ "$(date +%s)" -lt "$deadline" ] || return 1; sleep 1; done
 }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-cpu_s() { awk '{printf "%.1f", ($14 + $15) / 100}' "/proc/$1/stat"; }
+cpu_s() { awk '{printf "%.2f\n", ($14 + $15) / 100}' "/proc/$1/stat"; }
+# Sums a counter over every agent's /metrics (the handshakes the cluster needed, refusals by kind).
+metric_sum() { # NAME_AND_LABELS
+  local i
+  for i in $(seq 1 "$n"); do curl -s --max-time 5 "http://$(node_ip "$i"):9472/metrics"; done |
+    awk -v m="$1" 'index($0, m " ") == 1 {s += $NF} END {printf "%d\n", s}'
+}
+handshake_figures() { # what the key exchange did, cluster-wide
+  echo "initiated $(metric_sum 'cipherlane_handshakes_total{role="initiator",outcome="started"}')" \
+    "completed $(metric_sum 'cipherlane_handshakes_total{role="initiator",outcome="established"}')" \
+    "(pairs: $((n * (n - 1) / 2)))," \
+    "refused: collision $(metric_sum 'cipherlane_handshake_rejections_total{reason="collision"}')" \
+    "overloaded $(metric_sum 'cipherlane_handshake_rejections_total{reason="overloaded"}')" \
+    "timeout $(metric_sum 'cipherlane_handshake_rejections_total{reason="timeout"}')"
+}
 stats() { sort -n | awk '{a[NR] = $1} END {printf "min %d median %d max %d", a[1], a[int((NR + 1) / 2)], a[NR]}'; }
 
 results=()
@@ -156,6 +170,7 @@ rss=$(for i in $(seq 1 "$n"); do rss_kb "${agent_pid[$i]}"; done | stats)
 record agent_rss_kb_$((n - 1))_peers "$rss"
 cpu=$(for i in $(seq 1 "$n"); do cpu_s "${agent_pid[$i]}"; done | awk '{s += $1} END {printf "%.1f", s}')
 record agents_cpu_s_total_after_convergence "$cpu"
+record handshakes_to_converge "$(handshake_figures)"
 
 say "phase 3: cluster-wide rotation"
 e0=$(kubectl get rotationpolicy sim -o jsonpath='{.status.epoch}')
@@ -170,6 +185,7 @@ record rotation_${n}_nodes_ms $(( $(now_ms) - t0 ))
 wait_for 60 eval '[ -z "$(recordings_agree '"$n"')" ]' || die "recordings disagree after the rotation"
 rss=$(for i in $(seq 1 "$n"); do rss_kb "${agent_pid[$i]}"; done | stats)
 record agent_rss_kb_$((n - 1))_peers_after_rotation "$rss"
+record handshakes_after_rotation "$(handshake_figures)"
 dead=0; for i in $(seq 1 "$n"); do kill -0 "${agent_pid[$i]}" 2>/dev/null || dead=$((dead + 1)); done
 [ "$dead" = 0 ] || die "$dead agent(s) exited during the run"
 

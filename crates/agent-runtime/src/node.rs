@@ -18,7 +18,7 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -77,6 +77,12 @@ struct Shared {
     view: RwLock<PeerView>,
     /// Serialises every change to the kernel.
     apply: tokio::sync::Mutex<()>,
+    /// Group commit of keyring changes: each change the key exchange makes gets a number (`changes`);
+    /// `applied` is the highest number a finished reconcile had read. A handshake waiting for its
+    /// SA is done as soon as any reconcile that started after its change succeeds, so fifty
+    /// concurrent handshakes cost a few reconciles, not a hundred and fifty.
+    changes: AtomicU64,
+    applied: AtomicU64,
     ready: AtomicBool,
     not_ready_reason: Mutex<String>,
     observed: Mutex<Option<Observed>>,
@@ -118,9 +124,30 @@ impl Shared {
         }
     }
 
+    /// Numbers a keyring change (call after making it).
+    fn note_change(&self) -> u64 {
+        self.changes.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
     /// Brings the kernel to the desired state for the current view and keyring.
     async fn reconcile(&self) -> anyhow::Result<()> {
         let _guard = self.apply.lock().await;
+        self.reconcile_locked().await
+    }
+
+    /// Makes sure that keyring change `change` is in the kernel: returns at once when a reconcile
+    /// that read the keyring after it has already succeeded.
+    async fn reconcile_covering(&self, change: u64) -> anyhow::Result<()> {
+        let _guard = self.apply.lock().await;
+        if self.applied.load(Ordering::SeqCst) >= change {
+            return Ok(());
+        }
+        self.reconcile_locked().await
+    }
+
+    async fn reconcile_locked(&self) -> anyhow::Result<()> {
+        // every change numbered up to here is already in the keyring we are about to read
+        let covers = self.changes.load(Ordering::SeqCst);
         let view = self.view();
         if !view.synced {
             return Ok(()); // never act on a partial picture of the cluster
@@ -191,6 +218,7 @@ impl Shared {
                 .context("programming the kernel's XFRM state")?;
         }
         *lock(&self.observed) = Some(observed);
+        self.applied.fetch_max(covers, Ordering::SeqCst);
         // SPIs of deleted inbound SAs may be chosen again (the kernel no longer holds them)
         if let Some(ep) = self
             .endpoint
@@ -222,11 +250,14 @@ impl Shared {
 struct Installer(Arc<Shared>);
 
 impl Installer {
-    async fn apply(&self, peer: &NodeName) -> Result<(), InstallError> {
-        self.0.reconcile().await.map_err(|e| InstallError {
-            peer: peer.clone(),
-            reason: format!("{e:#}"),
-        })
+    async fn apply(&self, peer: &NodeName, change: u64) -> Result<(), InstallError> {
+        self.0
+            .reconcile_covering(change)
+            .await
+            .map_err(|e| InstallError {
+                peer: peer.clone(),
+                reason: format!("{e:#}"),
+            })
     }
 }
 
@@ -238,7 +269,8 @@ impl SaInstaller for Installer {
         sa: &SaDirection,
     ) -> Result<(), InstallError> {
         lock(&self.0.keyring).install_inbound(peer, epoch, sa);
-        self.apply(peer).await
+        let change = self.0.note_change();
+        self.apply(peer, change).await
     }
 
     async fn switch_outbound(
@@ -248,7 +280,8 @@ impl SaInstaller for Installer {
         sa: &SaDirection,
     ) -> Result<(), InstallError> {
         lock(&self.0.keyring).switch_outbound(peer, epoch, sa);
-        self.apply(peer).await
+        let change = self.0.note_change();
+        self.apply(peer, change).await
     }
 
     async fn established(&self, peer: &NodeName, pair: &SaPair) -> Result<(), InstallError> {
@@ -257,9 +290,10 @@ impl SaInstaller for Installer {
         lock(&self.0.expired).remove(peer);
         lock(&self.0.failing).remove(peer);
         *lock(&self.0.last_rotation) = Some(Timestamp::now());
+        let change = self.0.note_change();
         tracing::info!(%peer, epoch = %pair.epoch, suite = %pair.suite,
             inbound_spi = %pair.inbound.spi, outbound_spi = %pair.outbound.spi, "SA pair established");
-        self.apply(peer).await?;
+        self.apply(peer, change).await?;
         self.0.wake.notify_one(); // the old SAs' retirement timer
         Ok(())
     }
@@ -562,6 +596,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         keyring: Mutex::new(Keyring::new()),
         view: RwLock::new(PeerView::default()),
         apply: tokio::sync::Mutex::new(()),
+        changes: AtomicU64::new(0),
+        applied: AtomicU64::new(0),
         ready: AtomicBool::new(false),
         not_ready_reason: Mutex::new("starting: the cluster view is not read yet".into()),
         observed: Mutex::new(None),
@@ -768,6 +804,26 @@ async fn reconcile_task(shared: Arc<Shared>) {
     }
 }
 
+/// Handshakes this node initiates at once. Peers answer at most `max_concurrent_handshakes` (64)
+/// in both roles together; starting all of a hundred peers' handshakes at once only earns
+/// "overloaded" answers and retries.
+const MAX_INITIATING: usize = 16;
+
+/// A stable per-node offset in `0..len` (FNV-1a of the node name).
+fn spread_offset(name: &NodeName, len: usize) -> usize {
+    let hash = name
+        .as_str()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    if len == 0 {
+        0
+    } else {
+        (hash % len as u64) as usize
+    }
+}
+
 async fn initiator_task<I: SaInstaller>(shared: Arc<Shared>, client: Arc<KexClient<I>>) {
     let schedule = RetrySchedule::default();
     loop {
@@ -787,7 +843,13 @@ async fn initiator_task<I: SaInstaller>(shared: Arc<Shared>, client: Arc<KexClie
                 }
             }
         }
-        for p in &view.peers {
+        // Each node walks its peers from its own starting point, so that a cluster coming up does
+        // not send every node's first handshakes to the same few peers.
+        let start = spread_offset(&shared.local.name, view.peers.len());
+        for p in view.peers.iter().cycle().skip(start).take(view.peers.len()) {
+            if lock(&shared.in_flight).len() >= MAX_INITIATING {
+                break; // the rest wait for a free slot (next round, 500 ms)
+            }
             let peer = p.spec.name.clone();
             let unkeyed_for = lock(&shared.unkeyed_since)
                 .get(&peer)
@@ -807,6 +869,9 @@ async fn initiator_task<I: SaInstaller>(shared: Arc<Shared>, client: Arc<KexClie
             let Some(why) = due(&input, now) else {
                 continue;
             };
+            if client.endpoint().handshake_active(&peer) {
+                continue; // the peer's own handshake with us is being answered
+            }
             lock(&shared.in_flight).insert(peer.clone());
             let (shared, client, schedule, addr) =
                 (shared.clone(), client.clone(), schedule, p.endpoint.clone());
@@ -814,6 +879,9 @@ async fn initiator_task<I: SaInstaller>(shared: Arc<Shared>, client: Arc<KexClie
                 tracing::info!(%peer, reason = ?why, "starting a handshake");
                 match client.handshake_with_retry(&peer, &addr, &schedule).await {
                     Ok(_) => {}
+                    Err(e) if e.is_collision() => {
+                        tracing::info!(%peer, reason = %e, "handshake not started: the pair's other handshake goes on");
+                    }
                     Err(e) => {
                         tracing::warn!(%peer, error = %e, "handshake failed");
                         lock(&shared.failing).insert(peer.clone());

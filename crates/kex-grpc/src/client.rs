@@ -70,6 +70,16 @@ pub enum HandshakeError {
 }
 
 impl HandshakeError {
+    /// The handshake did not start because another one of the same pair is in flight (locally, or
+    /// the peer's own, which wins): not a failure, that other handshake keys the pair.
+    pub fn is_collision(&self) -> bool {
+        match self {
+            HandshakeError::Local(e) => e.kind() == RejectionKind::Collision,
+            HandshakeError::Rejected { kind, .. } => *kind == Some(RejectionKind::Collision),
+            _ => false,
+        }
+    }
+
     /// Whether the retry loop should try again.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -77,7 +87,10 @@ impl HandshakeError {
             HandshakeError::Rejected { kind, code, .. } => match kind {
                 Some(k) => !matches!(
                     k,
-                    RejectionKind::Reflection | RejectionKind::Misdirected | RejectionKind::Revoked
+                    RejectionKind::Reflection
+                        | RejectionKind::Misdirected
+                        | RejectionKind::Revoked
+                        | RejectionKind::Collision
                 ),
                 None => *code != tonic::Code::Unimplemented,
             },
@@ -202,7 +215,8 @@ impl<I: SaInstaller> KexClient<I> {
             }
             Err(_) => return Err(initiator.abandon(ep).into()),
         };
-        let actions = initiator.on_response(ep, &frame.message)?;
+        // `_pair` keeps this pair's other handshakes out until this one is fully done
+        let (actions, _pair) = initiator.on_response_guarded(ep, &frame.message)?;
         let mut pair = None;
         for action in actions {
             match action {

@@ -133,8 +133,9 @@ async fn on_confirm<I: SaInstaller>(
             return Err(to_status(&err));
         }
     };
-    let actions = responder
-        .on_confirm(&endpoint, &frame.message)
+    // `_pair` keeps this pair's other handshakes out until the pair is established here
+    let (actions, _pair) = responder
+        .on_confirm_guarded(&endpoint, &frame.message)
         .map_err(|e| to_status(&e))?;
     for action in actions {
         match action {

@@ -18,6 +18,7 @@ pub(crate) fn to_status(err: &KexError) -> Status {
         RejectionKind::RateLimited | RejectionKind::Overloaded => Code::ResourceExhausted,
         RejectionKind::Timeout => Code::DeadlineExceeded,
         RejectionKind::Internal => Code::Internal,
+        RejectionKind::Collision => Code::Aborted,
     };
     Status::new(code, format!("{}: {err}", err.kind().as_str()))
 }

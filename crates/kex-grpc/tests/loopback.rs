@@ -187,30 +187,100 @@ async fn an_unreachable_peer_is_reported_as_such_and_is_retryable() {
 }
 
 #[tokio::test]
-async fn many_concurrent_handshakes_share_one_connection_and_all_complete() {
+async fn one_node_answers_many_peers_at_once_and_each_pair_runs_one_handshake_at_a_time() {
     let config = KexConfig {
         peer_rate_per_second: 1000.0,
         peer_rate_burst: 1000,
         max_concurrent_handshakes: 256,
         ..KexConfig::default()
     };
-    let (a, b) = pair_of_agents(config).await;
-    let a = Arc::new(a);
+    let b = agent("node-b", config.clone()).await;
+    let mut peers = Vec::new();
+    for i in 0..16 {
+        let a = agent(&format!("node-a-{i}"), config.clone()).await;
+        introduce(&a, &b, PairPolicy::only(Epoch(1), Suite::AesGcm128));
+        peers.push(Arc::new(a));
+    }
+    // 16 peers at once, 4 handshakes each, one after the other
     let mut tasks = Vec::new();
-    for _ in 0..64 {
-        let a = a.clone();
-        let addr = b.addr.clone();
+    for a in &peers {
+        let (a, addr) = (a.clone(), b.addr.clone());
         tasks.push(tokio::spawn(async move {
-            a.client.handshake(&name("node-b"), &addr).await
+            let mut spis = Vec::new();
+            for _ in 0..4 {
+                let pair = a.client.handshake(&name("node-b"), &addr).await?;
+                spis.push(pair.outbound.spi);
+            }
+            Ok::<_, cipherlane_kex_grpc::HandshakeError>(spis)
         }));
     }
     let mut spis = std::collections::HashSet::new();
     for t in tasks {
-        let pair = t.await.expect("task").expect("handshake");
-        assert!(spis.insert(pair.inbound.spi), "SPIs are unique per node");
+        for spi in t.await.expect("task").expect("handshake") {
+            assert!(spis.insert(spi), "b's inbound SPIs are unique");
+        }
     }
-    wait_for_established(&b.installer, &name("node-a"), 64).await;
-    assert_eq!(a.endpoint.metrics().established_as_initiator(), 64);
+    for i in 0..16 {
+        wait_for_established(&b.installer, &name(&format!("node-a-{i}")), 4).await;
+    }
+    // two handshakes of one pair at once: one runs, the other is refused locally as a collision
+    let a = &peers[0];
+    let node_b = name("node-b");
+    let (first, second) = tokio::join!(
+        a.client.handshake(&node_b, &b.addr),
+        a.client.handshake(&node_b, &b.addr)
+    );
+    let (ok, refused) = match (first, second) {
+        (Ok(p), Err(e)) | (Err(e), Ok(p)) => (p, e),
+        other => panic!("exactly one of two concurrent handshakes must run: {other:?}"),
+    };
+    assert!(
+        refused.is_collision() && !refused.is_retryable(),
+        "{refused}"
+    );
+    assert_eq!(ok.epoch, Epoch(1));
+}
+
+#[tokio::test]
+async fn crossing_handshakes_over_grpc_leave_both_nodes_with_the_same_pair() {
+    for round in 0..5 {
+        let (a, b) = pair_of_agents(KexConfig::default()).await;
+        let (node_a, node_b) = (name("node-a"), name("node-b"));
+        let (from_a, from_b) = tokio::join!(
+            a.client.handshake(&node_b, &b.addr),
+            b.client.handshake(&node_a, &a.addr)
+        );
+        let completed = usize::from(from_a.is_ok()) + usize::from(from_b.is_ok());
+        assert!(completed >= 1, "round {round}: {from_a:?} {from_b:?}");
+        for r in [&from_a, &from_b] {
+            if let Err(e) = r {
+                assert!(
+                    e.is_collision(),
+                    "round {round}: only a collision may refuse one: {e}"
+                );
+            }
+        }
+        // whatever ran, the last pair each side established is the same pair, mirrored
+        let last = |inst: &InMemoryInstaller, peer: &str| {
+            inst.calls().iter().rev().find_map(|c| match c {
+                InstallerCall::Established(p, pair) if p == &name(peer) => Some(pair.clone()),
+                _ => None,
+            })
+        };
+        for _ in 0..200 {
+            let (pa, pb) = (last(&a.installer, "node-b"), last(&b.installer, "node-a"));
+            if let (Some(pa), Some(pb)) = (&pa, &pb) {
+                if pa.outbound == pb.inbound && pa.inbound == pb.outbound {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (pa, pb) = (last(&a.installer, "node-b"), last(&b.installer, "node-a"));
+        let (pa, pb) = (pa.expect("a established"), pb.expect("b established"));
+        assert_eq!(pa.outbound, pb.inbound, "round {round}");
+        assert_eq!(pa.inbound, pb.outbound, "round {round}");
+    }
 }
 
 #[tokio::test]

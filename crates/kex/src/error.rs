@@ -59,6 +59,11 @@ pub enum KexError {
     },
     #[error("this node is at its limit of {limit} ({what}); retry later")]
     Overloaded { what: &'static str, limit: usize },
+    #[error("handshake with {peer} not started: {}", .crossing.as_str())]
+    Collision {
+        peer: NodeName,
+        crossing: crate::pacing::Crossing,
+    },
     #[error("handshake with {peer} timed out waiting for the {step}")]
     Timeout { peer: NodeName, step: &'static str },
     #[error(transparent)]
@@ -85,10 +90,11 @@ pub enum RejectionKind {
     Overloaded,
     Timeout,
     Internal,
+    Collision,
 }
 
 impl RejectionKind {
-    pub const ALL: [RejectionKind; 15] = [
+    pub const ALL: [RejectionKind; 16] = [
         RejectionKind::Malformed,
         RejectionKind::Oversized,
         RejectionKind::UnknownNode,
@@ -104,6 +110,7 @@ impl RejectionKind {
         RejectionKind::Overloaded,
         RejectionKind::Timeout,
         RejectionKind::Internal,
+        RejectionKind::Collision,
     ];
 
     /// The metric label, e.g. `bad_signature`.
@@ -124,6 +131,7 @@ impl RejectionKind {
             RejectionKind::Overloaded => "overloaded",
             RejectionKind::Timeout => "timeout",
             RejectionKind::Internal => "internal",
+            RejectionKind::Collision => "collision",
         }
     }
 
@@ -149,11 +157,13 @@ impl KexError {
             KexError::RateLimited { .. } => RejectionKind::RateLimited,
             KexError::Overloaded { .. } => RejectionKind::Overloaded,
             KexError::Timeout { .. } => RejectionKind::Timeout,
+            KexError::Collision { .. } => RejectionKind::Collision,
             KexError::Spi(_) | KexError::Random => RejectionKind::Internal,
         }
     }
 
-    /// Whether trying again later can succeed without anything else changing.
+    /// Whether trying again later can succeed without anything else changing. A collision is not:
+    /// the other handshake of the pair keys it.
     pub fn is_transient(&self) -> bool {
         matches!(
             self.kind(),

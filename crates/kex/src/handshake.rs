@@ -29,7 +29,7 @@ use ring::signature::{self, Ed25519KeyPair, KeyPair};
 use crate::clock::Clock;
 use crate::directory::{PeerDirectory, PeerEntry};
 use crate::error::{KexError, KexMetrics};
-use crate::pacing::{ConcurrencyLimit, HandshakeSlot, PeerRateLimit};
+use crate::pacing::{ConcurrencyLimit, HandshakeSlot, PairGuard, PairGuards, PeerRateLimit};
 use crate::replay::{Freshness, NonceCache};
 use crate::schedule::{self, KeyContext, Keys, TranscriptHash};
 use crate::spi::SpiAllocator;
@@ -97,6 +97,7 @@ pub struct Endpoint {
     rate: Mutex<PeerRateLimit>,
     spis: Mutex<SpiAllocator>,
     slots: ConcurrencyLimit,
+    pairs: PairGuards,
     metrics: KexMetrics,
 }
 
@@ -135,6 +136,7 @@ impl Endpoint {
             )),
             spis: Mutex::new(SpiAllocator::new()),
             slots: ConcurrencyLimit::new(config.max_concurrent_handshakes),
+            pairs: PairGuards::default(),
             metrics: KexMetrics::default(),
             local,
             identity,
@@ -223,6 +225,12 @@ impl Endpoint {
         })
     }
 
+    /// Whether a handshake with `peer` is in flight, in either role (the agent does not start
+    /// another one meanwhile).
+    pub fn handshake_active(&self, peer: &NodeName) -> bool {
+        self.pairs.is_active(peer)
+    }
+
     fn peer_entry(&self, peer: &NodeName) -> Result<PeerEntry, KexError> {
         let entry = self
             .directory
@@ -254,6 +262,13 @@ impl Endpoint {
                 allowed: entry.policy.allowed.clone(),
             });
         }
+        let pair_guard = self
+            .pairs
+            .try_initiate(peer)
+            .map_err(|crossing| KexError::Collision {
+                peer: peer.clone(),
+                crossing,
+            })?;
         let slot = self.slot()?;
         let (ephemeral_private, ephemeral) = self.ephemeral()?;
         let nonce = self.random::<NONCE_LEN>()?;
@@ -287,6 +302,7 @@ impl Endpoint {
                 ephemeral_private,
                 deadline,
                 _slot: slot,
+                _pair: pair_guard,
             },
             vec![Action::Send(init_bytes)],
         ))
@@ -358,6 +374,13 @@ impl Endpoint {
                 allowed: entry.policy.allowed,
             });
         }
+        let pair_guard = self
+            .pairs
+            .try_respond(&self.local, &peer)
+            .map_err(|crossing| KexError::Collision {
+                peer: peer.clone(),
+                crossing,
+            })?;
         let slot = self.slot()?;
         let (ephemeral_private, ephemeral) = self.ephemeral()?;
         let nonce = self.random::<NONCE_LEN>()?;
@@ -424,6 +447,7 @@ impl Endpoint {
                 h3,
                 deadline: self.clock.monotonic() + self.config.step_timeout,
                 _slot: slot,
+                _pair: pair_guard,
             },
             actions,
         ))
@@ -457,6 +481,7 @@ pub struct Initiator {
     ephemeral_private: EphemeralPrivateKey,
     deadline: Duration,
     _slot: HandshakeSlot,
+    _pair: PairGuard,
 }
 
 impl std::fmt::Debug for Initiator {
@@ -491,6 +516,19 @@ impl Initiator {
     /// `Send(confirm)` and `Established`, in that order. On error the handshake is over and its
     /// SPI is freed (nothing was installed).
     pub fn on_response(self, ep: &Endpoint, bytes: &[u8]) -> Result<Vec<Action>, KexError> {
+        self.on_response_guarded(ep, bytes)
+            .map(|(actions, _)| actions)
+    }
+
+    /// [`Initiator::on_response`], also handing over the handshake's claim on its pair: the
+    /// caller holds it until the actions are carried out (the SAs installed, the peer's
+    /// acknowledgement in, the pair established), so no other handshake of the pair can start
+    /// or be answered meanwhile ([`PairGuards`]).
+    pub fn on_response_guarded(
+        self,
+        ep: &Endpoint,
+        bytes: &[u8],
+    ) -> Result<(Vec<Action>, PairGuard), KexError> {
         let spi = self.init.initiator_spi;
         self.on_response_inner(ep, bytes).map_err(|e| {
             ep.release_spi(spi);
@@ -510,7 +548,11 @@ impl Initiator {
         )
     }
 
-    fn on_response_inner(self, ep: &Endpoint, bytes: &[u8]) -> Result<Vec<Action>, KexError> {
+    fn on_response_inner(
+        self,
+        ep: &Endpoint,
+        bytes: &[u8],
+    ) -> Result<(Vec<Action>, PairGuard), KexError> {
         if ep.clock.monotonic() > self.deadline {
             return Err(KexError::Timeout {
                 peer: self.peer,
@@ -560,7 +602,7 @@ impl Initiator {
         };
         ep.metrics.count_established(true);
         tracing::debug!(local = %ep.local, peer = %self.peer, epoch = %init.epoch, "handshake established as initiator");
-        Ok(vec![
+        let actions = vec![
             Action::InstallInbound {
                 peer: self.peer.clone(),
                 epoch: init.epoch,
@@ -576,7 +618,8 @@ impl Initiator {
                 peer: self.peer,
                 pair,
             },
-        ])
+        ];
+        Ok((actions, self._pair))
     }
 }
 
@@ -588,6 +631,7 @@ pub struct Responder {
     h3: TranscriptHash,
     deadline: Duration,
     _slot: HandshakeSlot,
+    _pair: PairGuard,
 }
 
 impl std::fmt::Debug for Responder {
@@ -617,6 +661,18 @@ impl Responder {
 
     /// Handles the confirm. The actions are `SwitchOutbound` then `Established`.
     pub fn on_confirm(self, ep: &Endpoint, bytes: &[u8]) -> Result<Vec<Action>, KexError> {
+        self.on_confirm_guarded(ep, bytes)
+            .map(|(actions, _)| actions)
+    }
+
+    /// [`Responder::on_confirm`], also handing over the handshake's claim on its pair, to hold
+    /// until the outbound SA is switched and the pair established (see
+    /// [`Initiator::on_response_guarded`]).
+    pub fn on_confirm_guarded(
+        self,
+        ep: &Endpoint,
+        bytes: &[u8],
+    ) -> Result<(Vec<Action>, PairGuard), KexError> {
         self.on_confirm_inner(ep, bytes)
             .map_err(|e| ep.reject("responder", e))
     }
@@ -632,7 +688,11 @@ impl Responder {
         )
     }
 
-    fn on_confirm_inner(self, ep: &Endpoint, bytes: &[u8]) -> Result<Vec<Action>, KexError> {
+    fn on_confirm_inner(
+        self,
+        ep: &Endpoint,
+        bytes: &[u8],
+    ) -> Result<(Vec<Action>, PairGuard), KexError> {
         if ep.clock.monotonic() > self.deadline {
             return Err(KexError::Timeout {
                 peer: self.peer,
@@ -645,7 +705,7 @@ impl Responder {
         }
         ep.metrics.count_established(false);
         tracing::debug!(local = %ep.local, peer = %self.peer, epoch = %self.pair.epoch, "handshake established as responder");
-        Ok(vec![
+        let actions = vec![
             Action::SwitchOutbound {
                 peer: self.peer.clone(),
                 epoch: self.pair.epoch,
@@ -655,6 +715,7 @@ impl Responder {
                 peer: self.peer,
                 pair: self.pair,
             },
-        ])
+        ];
+        Ok((actions, self._pair))
     }
 }

@@ -34,6 +34,9 @@ pub use directory::{InMemoryDirectory, PairPolicy, PeerDirectory, PeerEntry};
 pub use error::{KexError, KexMetrics, RejectionKind};
 pub use handshake::{Action, Endpoint, Initiator, KexConfig, Responder};
 pub use installer::{InMemoryInstaller, InstallError, InstallerCall, SaInstaller};
-pub use pacing::{initiates, ConcurrencyLimit, HandshakeSlot, PeerRateLimit, RetrySchedule};
+pub use pacing::{
+    initiates, ConcurrencyLimit, Crossing, HandshakeSlot, PairGuard, PairGuards, PeerRateLimit,
+    RetrySchedule,
+};
 pub use spi::{SpiAllocator, SpiExhausted};
 pub use wire::{DecodeError, Message, MAX_MESSAGE_LEN};

@@ -167,12 +167,169 @@ impl ConcurrencyLimit {
     }
 }
 
+/// Why a handshake with a peer may not start now: another one with the same peer is in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Crossing {
+    /// This node already has a handshake with the peer in flight (either role).
+    InProgress,
+    /// This node is still answering an earlier init from the same peer.
+    AlreadyResponding,
+    /// Both nodes started a handshake at once and this node is the pair's initiator
+    /// ([`initiates`]): its own handshake goes on, the peer's is refused.
+    InitiatorWins,
+}
+
+impl Crossing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Crossing::InProgress => "a handshake with this peer is already in progress",
+            Crossing::AlreadyResponding => "this node is still answering an earlier init from the peer",
+            Crossing::InitiatorWins => {
+                "both nodes started a handshake; this node is the pair's initiator and its own goes on"
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Roles {
+    initiating: bool,
+    responding: bool,
+}
+
+/// At most one handshake per pair at a time, and a fixed winner when two cross.
+///
+/// Two handshakes of one pair that overlap can complete in a different order on each side (each
+/// node finishes its own handshake before the other's confirm arrives), and then each node keeps a
+/// different pair: A sends on an SA that B has already retired. IKEv2 solves its simultaneous
+/// re-key the same way (RFC 7296 §2.8.1): exactly one of the two survives. Here:
+/// - a node never starts a handshake with a peer while one with that peer is in flight;
+/// - an init from a peer whose earlier init is still being answered is refused;
+/// - an init from a peer while this node's own handshake with it is in flight is refused when this
+///   node is the pair's initiator ([`initiates`]); otherwise it is answered, and this node's own
+///   handshake is the one the peer refuses.
+#[derive(Debug, Default)]
+pub struct PairGuards {
+    active: Arc<std::sync::Mutex<HashMap<NodeName, Roles>>>,
+}
+
+/// A handshake's claim on its pair; released on drop.
+#[derive(Debug)]
+pub struct PairGuard {
+    active: Arc<std::sync::Mutex<HashMap<NodeName, Roles>>>,
+    peer: NodeName,
+    initiator: bool,
+}
+
+impl Drop for PairGuard {
+    fn drop(&mut self) {
+        let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = active.get_mut(&self.peer) {
+            if self.initiator {
+                r.initiating = false;
+            } else {
+                r.responding = false;
+            }
+            if !r.initiating && !r.responding {
+                active.remove(&self.peer);
+            }
+        }
+    }
+}
+
+impl PairGuards {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeName, Roles>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn guard(&self, peer: &NodeName, initiator: bool) -> PairGuard {
+        PairGuard {
+            active: self.active.clone(),
+            peer: peer.clone(),
+            initiator,
+        }
+    }
+
+    /// Claims the pair for a handshake this node starts.
+    pub fn try_initiate(&self, peer: &NodeName) -> Result<PairGuard, Crossing> {
+        let mut active = self.lock();
+        let roles = active.entry(peer.clone()).or_default();
+        if roles.initiating || roles.responding {
+            return Err(Crossing::InProgress);
+        }
+        roles.initiating = true;
+        drop(active);
+        Ok(self.guard(peer, true))
+    }
+
+    /// Claims the pair for answering an init from `peer`.
+    pub fn try_respond(&self, local: &NodeName, peer: &NodeName) -> Result<PairGuard, Crossing> {
+        let mut active = self.lock();
+        let roles = active.entry(peer.clone()).or_default();
+        if roles.responding {
+            return Err(Crossing::AlreadyResponding);
+        }
+        if roles.initiating && initiates(local, peer) {
+            return Err(Crossing::InitiatorWins);
+        }
+        roles.responding = true;
+        drop(active);
+        Ok(self.guard(peer, false))
+    }
+
+    /// Whether a handshake with `peer` is in flight, in either role.
+    pub fn is_active(&self, peer: &NodeName) -> bool {
+        self.lock().contains_key(peer)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn name(s: &str) -> NodeName {
         NodeName::new(s).expect("valid")
+    }
+
+    #[test]
+    fn one_handshake_per_pair_and_the_pairs_initiator_wins_a_crossing() {
+        let (a, b) = (name("node-a"), name("node-b"));
+        let (designated, other) = if initiates(&a, &b) { (a, b) } else { (b, a) };
+        // each node has its own guards; model both
+        let on_designated = PairGuards::default();
+        let on_other = PairGuards::default();
+
+        // both start a handshake at once
+        let mine = on_designated.try_initiate(&other).expect("free");
+        let theirs = on_other.try_initiate(&designated).expect("free");
+        assert_eq!(
+            on_designated.try_initiate(&other).unwrap_err(),
+            Crossing::InProgress
+        );
+        // the inits cross: the designated initiator refuses the other's, the other answers
+        assert_eq!(
+            on_designated.try_respond(&designated, &other).unwrap_err(),
+            Crossing::InitiatorWins
+        );
+        let answering = on_other
+            .try_respond(&other, &designated)
+            .expect("the initiator's init is answered");
+        // a second init from the same peer while answering the first is refused
+        assert_eq!(
+            on_other.try_respond(&other, &designated).unwrap_err(),
+            Crossing::AlreadyResponding
+        );
+        assert!(on_other.is_active(&designated));
+        drop(theirs); // the other's own handshake ends (refused by the designated node)
+        assert!(on_other.is_active(&designated), "still answering");
+        drop(answering);
+        assert!(!on_other.is_active(&designated));
+        drop(mine);
+        assert!(!on_designated.is_active(&other));
+        // free again: a later handshake may start, in either role
+        let _again = on_designated
+            .try_respond(&designated, &other)
+            .expect("free");
     }
 
     #[test]

@@ -344,10 +344,11 @@ fn a_suite_the_policy_does_not_allow_is_refused_including_a_downgrade() {
     lab.b.dir.update(&name("node-a"), |e| {
         e.policy = PairPolicy::only(Epoch(3), Suite::AesGcm256)
     });
-    let (_init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
+    let (init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
     let err = lab.b.ep.respond(&sent(&a1)).expect_err("downgrade");
     assert_refused(err, RejectionKind::SuiteNotAllowed, &lab.b.ep);
-    // FIPS: chacha20 is not allowed even when proposed.
+    drop(init); // refused: a's handshake is over
+                // FIPS: chacha20 is not allowed even when proposed.
     lab.b.dir.update(&name("node-a"), |e| {
         e.policy.allowed = vec![Suite::AesGcm128, Suite::AesGcm256]
     });
@@ -455,9 +456,10 @@ fn a_peer_over_its_rate_limit_is_refused_until_tokens_refill() {
     });
     handshake(&lab);
     handshake(&lab);
-    let (_init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
+    let (init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
     let err = lab.b.ep.respond(&sent(&a1)).expect_err("rate limited");
     assert_refused(err, RejectionKind::RateLimited, &lab.b.ep);
+    drop(init); // refused: a's handshake is over
     lab.clock.advance(Duration::from_secs(1));
     handshake(&lab);
 }
@@ -468,19 +470,95 @@ fn the_concurrency_cap_refuses_handshakes_beyond_it_and_frees_slots_when_they_en
         max_concurrent_handshakes: 2,
         ..KexConfig::default()
     });
+    // one handshake per pair at a time: the cap is about different peers
+    let policy = PairPolicy::only(Epoch(3), Suite::AesGcm128);
+    for peer in ["node-c", "node-d"] {
+        lab.a
+            .dir
+            .insert(name(peer), entry(public(&keypair()), policy.clone()));
+    }
     let (i1, _) = lab.a.ep.initiate(&name("node-b")).expect("first");
-    let (_i2, _) = lab.a.ep.initiate(&name("node-b")).expect("second");
+    let (_i2, _) = lab.a.ep.initiate(&name("node-c")).expect("second");
     let err = lab
         .a
         .ep
-        .initiate(&name("node-b"))
+        .initiate(&name("node-d"))
         .expect_err("over the cap");
     assert_refused(err, RejectionKind::Overloaded, &lab.a.ep);
     let _ = i1.abandon(&lab.a.ep);
     lab.a
         .ep
-        .initiate(&name("node-b"))
+        .initiate(&name("node-d"))
         .expect("a slot was freed");
+}
+
+#[test]
+fn a_pair_stays_claimed_until_the_caller_has_carried_out_the_last_actions() {
+    let lab = lab();
+    let (a, b) = (name("node-a"), name("node-b"));
+    let (init, a1) = lab.a.ep.initiate(&b).expect("initiate");
+    let (resp, b1) = lab.b.ep.respond(&sent(&a1)).expect("respond");
+    let (a2, a_claim) = init
+        .on_response_guarded(&lab.a.ep, &sent(&b1))
+        .expect("response");
+    let (_b2, b_claim) = resp
+        .on_confirm_guarded(&lab.b.ep, &sent(&a2))
+        .expect("confirm");
+    // while the SAs are being installed and the pair established, no other handshake of the
+    // pair starts or is answered on either side
+    assert!(lab.a.ep.handshake_active(&b) && lab.b.ep.handshake_active(&a));
+    let err = lab.b.ep.initiate(&a).expect_err("b's fallback must wait");
+    assert_refused(err, RejectionKind::Collision, &lab.b.ep);
+    drop(b_claim);
+    let (other, b3) = lab.b.ep.initiate(&a).expect("b is done");
+    if cipherlane_kex::initiates(&a, &b) {
+        let err = lab
+            .a
+            .ep
+            .respond(&sent(&b3))
+            .expect_err("a is still finishing its own");
+        assert_refused(err, RejectionKind::Collision, &lab.a.ep);
+    }
+    drop((other, a_claim));
+    assert!(!lab.a.ep.handshake_active(&b) && !lab.b.ep.handshake_active(&a));
+}
+
+#[test]
+fn crossing_handshakes_of_one_pair_leave_both_nodes_with_the_same_pair() {
+    let lab = lab();
+    let (a, b) = (name("node-a"), name("node-b"));
+    // both nodes start at once (a fallback initiator and the pair's initiator)
+    let (init_a, a1) = lab.a.ep.initiate(&b).expect("a starts");
+    let (init_b, b1) = lab.b.ep.initiate(&a).expect("b starts");
+    assert!(lab.a.ep.handshake_active(&b) && lab.b.ep.handshake_active(&a));
+    let err = lab.a.ep.initiate(&b).expect_err("one handshake per pair");
+    assert_refused(err, RejectionKind::Collision, &lab.a.ep);
+    // the inits cross on the wire
+    let at_b = lab.b.ep.respond(&sent(&a1));
+    let at_a = lab.a.ep.respond(&sent(&b1));
+    let a_is_initiator = cipherlane_kex::initiates(&a, &b);
+    let (pair_a, pair_b) = if a_is_initiator {
+        let err = at_a.expect_err("a, the pair's initiator, refuses b's init");
+        assert_refused(err, RejectionKind::Collision, &lab.a.ep);
+        drop(init_b); // b's own handshake is over (refused)
+        let (resp, b2) = at_b.expect("b answers a's init");
+        let a2 = init_a.on_response(&lab.a.ep, &sent(&b2)).expect("response");
+        let b3 = resp.on_confirm(&lab.b.ep, &sent(&a2)).expect("confirm");
+        (established(&a2), established(&b3))
+    } else {
+        let err = at_b.expect_err("b, the pair's initiator, refuses a's init");
+        assert_refused(err, RejectionKind::Collision, &lab.b.ep);
+        drop(init_a);
+        let (resp, a2) = at_a.expect("a answers b's init");
+        let b2 = init_b.on_response(&lab.b.ep, &sent(&a2)).expect("response");
+        let a3 = resp.on_confirm(&lab.a.ep, &sent(&b2)).expect("confirm");
+        (established(&a3), established(&b2))
+    };
+    assert_eq!(pair_a.inbound, pair_b.outbound);
+    assert_eq!(pair_a.outbound, pair_b.inbound);
+    assert!(!lab.a.ep.handshake_active(&b) && !lab.b.ep.handshake_active(&a));
+    // and the pair is free for the next rotation
+    handshake(&lab);
 }
 
 #[test]
