@@ -20,18 +20,21 @@ spec: {suite: aes-gcm-128, rotationInterval: 1h, gracePeriod: 5s}
 YAML
 operator_start
 for x in $NODES; do identities agent b-$x /run/cl/$x.kubeconfig || fail "token"; done   # before any clock starts
-join() { # NODE...: Node objects, then the agents (as a DaemonSet would start them), then one pod each
+join() { # TAG NODE...: Node objects, then the agents (as a DaemonSet would start them), then one
+  # pod each; prints when each step was done (ms since $t0): kubectl and cnitool start slowly in TCG
+  tag=$1; shift
   for x in "$@"; do i=$(node_index $x); k8s_node b-$x 198.18.0.$i 10.244.$i.0/24; done
+  echo "BENCH ${tag}_nodes_created_at_ms $(( $(now_ms) - t0 ))"
   for x in "$@"; do agent_start $x b-$x 198.18.0.$(node_index $x); done
-  for x in "$@"; do
-    wait_for 120 agent_ready $x || fail "agent $x not ready"
-    eval "p$x=\$(pod_add $x p${x}1)" || fail "CNI ADD on $x"
-  done
+  for x in "$@"; do wait_for 120 agent_ready $x || fail "agent $x not ready"; done
+  echo "BENCH ${tag}_agents_ready_at_ms $(( $(now_ms) - t0 ))"
+  for x in "$@"; do eval "p$x=\$(pod_add $x p${x}1)" || fail "CNI ADD on $x"; done
+  echo "BENCH ${tag}_pods_created_at_ms $(( $(now_ms) - t0 ))"
 }
 
 # phase 1: two nodes (one peer each)
 t0=$(now_ms)
-join a b
+join phase1 a b
 wait_for 120 mesh a b || fail "2 nodes never converged"
 echo "BENCH convergence_2_nodes_ms $(( $(now_ms) - t0 ))"
 sleep 5
@@ -39,7 +42,7 @@ echo "BENCH agent_rss_kb_1_peer $(rss_kb a)"
 
 # phase 2: the other nodes join
 t0=$(now_ms)
-join $(echo $NODES | cut -d' ' -f3-)
+join phase2 $(echo $NODES | cut -d' ' -f3-)
 wait_for 240 mesh $NODES || fail "$N nodes never converged"
 echo "BENCH convergence_${N}_nodes_ms $(( $(now_ms) - t0 )) (the last $((N - 2)) joining)"
 sleep 5
