@@ -18,7 +18,7 @@ struct Args {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the agent.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Install the CNI plugin binary into the host's CNI folder (atomically).
     InstallCni(InstallCniArgs),
     /// Remove everything the agent installed: conflist, XFRM policies/SAs, routes (the chart's uninstall hook).
@@ -36,7 +36,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match args.command {
-        Command::Run(run) => rt.block_on(cipherlane_agent_runtime::run(run)),
+        Command::Run(run) => rt.block_on(cipherlane_agent_runtime::run(*run)),
         Command::InstallCni(a) => {
             let dest = install_cni(&a)?;
             println!("installed {}", dest.display());

@@ -17,6 +17,9 @@ use cipherlane_core::Suite;
 use cipherlane_datapath::{peer_records, DatapathState, Observed, Plan, StateCounters};
 use cipherlane_xfrm::{diagnose_missing_support, read_kernel_config, ExpiryEvents, Kernel};
 
+/// XFRM policy hash thresholds (IPv4, IPv6), as set.
+pub type HashThresholds = (Option<(u8, u8)>, Option<(u8, u8)>);
+
 /// The `--datapath` flag.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum DatapathMode {
@@ -49,7 +52,7 @@ struct RecordingInner {
     added_unix: std::collections::BTreeMap<cipherlane_datapath::StateKey, u64>,
     applies: u64,
     steps: u64,
-    hash_thresholds: Option<(Option<(u8, u8)>, Option<(u8, u8)>)>,
+    hash_thresholds: Option<HashThresholds>,
     node_ip: Option<IpAddr>,
 }
 

@@ -44,7 +44,7 @@ use cipherlane_policy::Timestamp;
 use ipnet::IpNet;
 use tokio::sync::{watch, Notify};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, HashThresholds};
 use crate::config::RunArgs;
 use crate::http::{self, Handler, Response};
 use crate::keyring::Keyring;
@@ -54,9 +54,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Short critical sections with no partial updates: a poisoned lock still holds usable data.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
-
-/// XFRM policy hash thresholds (IPv4, IPv6) as last set.
-type HashThresholds = (Option<(u8, u8)>, Option<(u8, u8)>);
 
 /// What this node is, once read from the API server.
 #[derive(Clone, Debug)]

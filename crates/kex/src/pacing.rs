@@ -303,12 +303,14 @@ mod tests {
         let mine = on_designated.try_initiate(&other).expect("free");
         let theirs = on_other.try_initiate(&designated).expect("free");
         assert_eq!(
-            on_designated.try_initiate(&other).unwrap_err(),
+            on_designated.try_initiate(&other).expect_err("busy"),
             Crossing::InProgress
         );
         // the inits cross: the designated initiator refuses the other's, the other answers
         assert_eq!(
-            on_designated.try_respond(&designated, &other).unwrap_err(),
+            on_designated
+                .try_respond(&designated, &other)
+                .expect_err("the initiator wins"),
             Crossing::InitiatorWins
         );
         let answering = on_other
@@ -316,7 +318,9 @@ mod tests {
             .expect("the initiator's init is answered");
         // a second init from the same peer while answering the first is refused
         assert_eq!(
-            on_other.try_respond(&other, &designated).unwrap_err(),
+            on_other
+                .try_respond(&other, &designated)
+                .expect_err("still answering"),
             Crossing::AlreadyResponding
         );
         assert!(on_other.is_active(&designated));
