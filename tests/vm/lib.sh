@@ -177,6 +177,17 @@ mesh() { # NODE...: every listed node's pod reaches every other listed node's po
     ip netns exec "p${x}1" ping -c 1 -W 1 "$dst" >/dev/null 2>&1 || { echo "p${x}1 -> p${y}1 ($dst) fails"; return 1; }
   done; done
 }
+nodes_up() { # PREFIX: every node of case_nodes on the underlay, with its Node object PREFIX-NODE
+  for x in $(case_nodes); do
+    i=$(node_index $x)
+    node_up $x 198.18.0.$i
+    k8s_node "$1-$x" 198.18.0.$i 10.244.$i.0/24
+  done
+}
+lab_policy() { # NAME SUITE: a RotationPolicy for every node (rotation 1h, grace period 5s)
+  printf 'apiVersion: cipherlane.io/v1alpha1\nkind: RotationPolicy\nmetadata: {name: %s, labels: {lab.cipherlane.io/vm: "true"}}\nspec: {suite: %s, rotationInterval: 1h, gracePeriod: 5s}\n' "$1" "$2" |
+    k apply -f - >/dev/null || fail "RotationPolicy $1 rejected"
+}
 all_at_epoch() { # PREFIX EPOCH NODE...: the CipherlaneNodes PREFIX-NODE all report EPOCH
   pfx=$1; want=$2; shift 2
   [ "$(k get cipherlanenodes $(for x in "$@"; do printf '%s-%s ' "$pfx" "$x"; done) \

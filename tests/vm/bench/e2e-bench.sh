@@ -12,12 +12,7 @@ now_ms() { awk '{printf "%d\n", $1 * 1000}' /proc/uptime; }
 rss_kb() { awk '/VmRSS/ {print $2}' /proc/$(cat /tmp/agent-$1.pid)/status; }
 underlay_up
 for x in $NODES; do node_up $x 198.18.0.$(node_index $x); done
-cat <<YAML | k apply -f - >/dev/null || fail "RotationPolicy rejected"
-apiVersion: cipherlane.io/v1alpha1
-kind: RotationPolicy
-metadata: {name: bench, labels: {lab.cipherlane.io/vm: "true"}}
-spec: {suite: aes-gcm-128, rotationInterval: 1h, gracePeriod: 5s}
-YAML
+lab_policy bench aes-gcm-128
 operator_start
 for x in $NODES; do identities agent b-$x /run/cl/$x.kubeconfig || fail "token"; done   # before any clock starts
 join() { # TAG NODE...: Node objects, then the agents (as a DaemonSet would start them), then one

@@ -8,21 +8,9 @@ lab_api_ready
 NODES=$(case_nodes); N=$(echo $NODES | wc -w)
 log "$N nodes on the underlay; Node objects in the API server"
 underlay_up
-for x in $NODES; do
-  i=$(node_index $x)
-  node_up $x 198.18.0.$i
-  k8s_node e2e-$x 198.18.0.$i 10.244.$i.0/24
-done
+nodes_up e2e
 log "a RotationPolicy for every node (aes-gcm-128, grace period 5s)"
-cat <<YAML | k apply -f - >/dev/null || fail "RotationPolicy rejected"
-apiVersion: cipherlane.io/v1alpha1
-kind: RotationPolicy
-metadata: {name: e2e, labels: {lab.cipherlane.io/vm: "true"}}
-spec:
-  suite: aes-gcm-128
-  rotationInterval: 1h
-  gracePeriod: 5s
-YAML
+lab_policy e2e aes-gcm-128
 log "starting the operator and the agents"
 operator_start
 for x in $NODES; do agent_start $x e2e-$x 198.18.0.$(node_index $x); done

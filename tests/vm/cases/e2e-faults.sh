@@ -14,13 +14,8 @@ lab_api_ready
 now() { uptime_s; }
 NODES=$(case_nodes); N=$(echo $NODES | wc -w)
 underlay_up
-for x in $NODES; do i=$(node_index $x); node_up $x 198.18.0.$i; k8s_node f-$x 198.18.0.$i 10.244.$i.0/24; done
-cat <<YAML | k apply -f - >/dev/null || fail "RotationPolicy rejected"
-apiVersion: cipherlane.io/v1alpha1
-kind: RotationPolicy
-metadata: {name: faults, labels: {lab.cipherlane.io/vm: "true"}}
-spec: {suite: aes-gcm-256, rotationInterval: 1h, gracePeriod: 5s}
-YAML
+nodes_up f
+lab_policy faults aes-gcm-256
 operator_start
 for x in $NODES; do agent_start $x f-$x 198.18.0.$(node_index $x); done
 for x in $NODES; do wait_for 90 agent_ready $x || { agent_log_tail $x; fail "agent $x not ready"; }; done
