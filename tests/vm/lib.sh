@@ -12,6 +12,7 @@ ping() { /sbin/ping "$@"; }
 tcpdump() { /sbin/tcpdump "$@"; }
 nft() { /sbin/nft "$@"; }
 iperf3() { /sbin/iperf3 "$@"; }
+tcpreplay() { /sbin/tcpreplay "$@"; }
 BIN=${CIPHERLANE_BIN:-/repo/target/debug}
 OUT=${OUT:-/out}
 MARKER_HEX=434c525445585421   # "CLRTEXT!" as a ping payload pattern

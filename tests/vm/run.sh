@@ -2,7 +2,7 @@
 # tests/vm/run.sh [-v] CASE.sh [CASE.sh ...]
 #
 # Boots ONE qemu VM (Debian's kernel, software emulation) with a busybox initramfs carrying iproute2,
-# tcpdump, ping, nft, iperf3 and the ESP/AEAD modules, shares the repository at /repo (read-only 9p;
+# tcpdump, ping, nft, iperf3, tcpreplay and the ESP/AEAD modules, shares the repository at /repo (read-only 9p;
 # the workspace's debug binaries are at /repo/target/debug) and an output folder at /out (writable),
 # runs each case script in turn from a clean slate, then powers off.
 #
@@ -22,7 +22,7 @@ verbose=0
 [ "${1:-}" = -v ] && { verbose=1; shift; }
 [ $# -gt 0 ] || { sed -n '2,17p' "$0" >&2; exit 2; }
 
-for c in qemu-system-x86_64 busybox tcpdump cpio ping nft iperf3 depmod; do
+for c in qemu-system-x86_64 busybox tcpdump cpio ping nft iperf3 tcpreplay depmod; do
   command -v "$c" >/dev/null || { say "FATAL: $c is missing: run tests/setup.sh first"; exit 1; }
 done
 kernel=$(ls /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n 1)
@@ -53,6 +53,7 @@ copy_bin "$(command -v tcpdump)" /sbin/tcpdump
 copy_bin "$(command -v ping)" /sbin/ping
 copy_bin "$(command -v nft)" /sbin/nft
 copy_bin "$(command -v iperf3)" /sbin/iperf3
+copy_bin "$(command -v tcpreplay)" /sbin/tcpreplay   # replays captured ESP (replay-protection cases)
 # the workspace's binaries run from /repo/target/debug: give them their libraries
 for b in "$repo"/target/debug/cipherlane* "$repo"/target/release/cipherlane*; do
   [ -x "$b" ] && [ -f "$b" ] || continue
