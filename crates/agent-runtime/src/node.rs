@@ -308,6 +308,7 @@ impl PeerDirectory for Directory {
                 identity_key: [0; 32],
                 revoked: true,
                 policy: KexPairPolicy::only(Epoch(0), self.0.args.suite),
+                groups: None,
             });
         }
         let p = view.peers.iter().find(|p| &p.spec.name == peer)?;
@@ -327,7 +328,10 @@ impl PeerDirectory for Directory {
                 epoch: p.pair.epoch,
                 suite: p.pair.suite,
                 allowed,
+                key_exchange: Default::default(),
             },
+            // Until agents publish their groups, every peer is keyed as before (version 1).
+            groups: None,
         })
     }
 }

@@ -6,7 +6,7 @@
 //!          └──── PeerSpec (from CipherlaneNode) ──┘
 //! ```
 //!
-//! This crate owns the vocabulary — cipher suites, SPIs, rotation epochs, node names, peers and
+//! This crate owns the vocabulary — cipher suites, key-exchange groups, SPIs, rotation epochs, node names, peers and
 //! the key material of one SA — and nothing else. It does no I/O, has no async runtime and no
 //! Kubernetes or netlink types: every other crate may depend on it, it depends on none of them.
 #![forbid(unsafe_code)]
@@ -35,6 +35,10 @@ pub enum CoreError {
     },
     #[error("node name {0:?} is not a valid Kubernetes node name (lower-case DNS subdomain, at most 253 characters)")]
     NodeName(String),
+    #[error(
+        "unknown key-exchange group {0:?}: expected one of x25519-mlkem768, p256-mlkem768, x25519"
+    )]
+    UnknownGroup(String),
 }
 
 /// An ESP AEAD cipher suite. The names are the ones users write in a `RotationPolicy`.
@@ -136,6 +140,77 @@ impl FromStr for Suite {
             .into_iter()
             .find(|suite| suite.name() == s)
             .ok_or_else(|| CoreError::UnknownSuite(s.to_string()))
+    }
+}
+
+/// A key-exchange group: how the two ends of a handshake agree on the shared secret. The names
+/// are the ones published in `CipherlaneNode.spec.keyExchangeGroups` and written in a
+/// `RotationPolicy`'s `spec.keyExchange`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum KexGroup {
+    /// X25519 alone (the previous release's only group; classical).
+    #[serde(rename = "x25519")]
+    X25519,
+    /// The hybrid of ML-KEM-768 (FIPS 203) and X25519, as TLS's X25519MLKEM768: the ML-KEM
+    /// secret first, then the X25519 secret. The default.
+    #[serde(rename = "x25519-mlkem768")]
+    X25519MlKem768,
+    /// The hybrid of ECDH P-256 and ML-KEM-768, as TLS's SecP256r1MLKEM768 (ECDH secret first):
+    /// the group of FIPS mode, where X25519 is not an approved key agreement.
+    #[serde(rename = "p256-mlkem768")]
+    P256MlKem768,
+}
+
+impl KexGroup {
+    /// Every group this protocol knows.
+    pub const ALL: [KexGroup; 3] = [
+        KexGroup::X25519MlKem768,
+        KexGroup::P256MlKem768,
+        KexGroup::X25519,
+    ];
+
+    /// The name users write (`x25519-mlkem768`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            KexGroup::X25519 => "x25519",
+            KexGroup::X25519MlKem768 => "x25519-mlkem768",
+            KexGroup::P256MlKem768 => "p256-mlkem768",
+        }
+    }
+
+    /// Whether the group resists a quantum attacker (it includes ML-KEM).
+    pub fn is_post_quantum(self) -> bool {
+        !matches!(self, KexGroup::X25519)
+    }
+
+    /// A stable one-byte code used on the wire by the key exchange.
+    pub fn code(self) -> u8 {
+        match self {
+            KexGroup::X25519 => 1,
+            KexGroup::X25519MlKem768 => 2,
+            KexGroup::P256MlKem768 => 3,
+        }
+    }
+
+    /// The group for a wire code, if known.
+    pub fn from_code(code: u8) -> Option<KexGroup> {
+        KexGroup::ALL.into_iter().find(|g| g.code() == code)
+    }
+}
+
+impl fmt::Display for KexGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for KexGroup {
+    type Err = CoreError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        KexGroup::ALL
+            .into_iter()
+            .find(|g| g.name() == s)
+            .ok_or_else(|| CoreError::UnknownGroup(s.to_string()))
     }
 }
 
@@ -328,6 +403,25 @@ mod tests {
                 format!("\"{}\"", s.name())
             );
         }
+    }
+
+    #[test]
+    fn group_names_round_trip_through_strings_serde_and_wire_codes() {
+        for g in KexGroup::ALL {
+            assert_eq!(g.name().parse::<KexGroup>(), Ok(g));
+            assert_eq!(KexGroup::from_code(g.code()), Some(g));
+            assert_eq!(
+                serde_json::to_string(&g).expect("serialises"),
+                format!("\"{}\"", g.name())
+            );
+        }
+        assert_eq!(KexGroup::from_code(0), None);
+        let err = "kyber".parse::<KexGroup>().expect_err("unknown");
+        assert!(err.to_string().contains("x25519-mlkem768"), "{err}");
+        assert!(!KexGroup::X25519.is_post_quantum());
+        assert!(
+            KexGroup::X25519MlKem768.is_post_quantum() && KexGroup::P256MlKem768.is_post_quantum()
+        );
     }
 
     #[test]

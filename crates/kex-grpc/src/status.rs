@@ -14,7 +14,10 @@ pub(crate) fn to_status(err: &KexError) -> Status {
         | RejectionKind::Misdirected
         | RejectionKind::BadConfirm => Code::PermissionDenied,
         RejectionKind::Replay => Code::AlreadyExists,
-        RejectionKind::StaleEpoch | RejectionKind::SuiteNotAllowed => Code::FailedPrecondition,
+        RejectionKind::StaleEpoch
+        | RejectionKind::SuiteNotAllowed
+        | RejectionKind::GroupNotAllowed
+        | RejectionKind::GroupMismatch => Code::FailedPrecondition,
         RejectionKind::RateLimited | RejectionKind::Overloaded => Code::ResourceExhausted,
         RejectionKind::Timeout => Code::DeadlineExceeded,
         RejectionKind::Internal => Code::Internal,

@@ -166,6 +166,7 @@ async fn refresh_directory(
                 identity_key: key,
                 revoked: false,
                 policy: PairPolicy::only(Epoch(1), Suite::AesGcm128),
+                groups: Some(cipherlane_kex::SUPPORTED_GROUPS.to_vec()),
             },
         );
         endpoints.insert(name, cn.spec.endpoint.clone());

@@ -69,6 +69,7 @@ fn introduce(a: &Agent, b: &Agent, policy: PairPolicy) {
         identity_key: key,
         revoked: false,
         policy: policy.clone(),
+        groups: Some(cipherlane_kex::SUPPORTED_GROUPS.to_vec()),
     };
     a.directory.insert(b.endpoint.local().clone(), entry(b.key));
     b.directory.insert(a.endpoint.local().clone(), entry(a.key));
@@ -386,7 +387,8 @@ async fn malformed_and_oversized_frames_are_refused_over_grpc_with_their_label()
         "{}",
         status.message()
     );
-    let (res, _tx) = raw_stream(&b.addr, vec![vec![1u8; 2000]], false).await;
+    // over the protocol's 2048-byte limit, under the 4 KiB gRPC limit
+    let (res, _tx) = raw_stream(&b.addr, vec![vec![1u8; 3000]], false).await;
     let status = res.expect_err("oversized");
     assert!(
         status.message().starts_with("oversized:"),

@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use cipherlane_core::{Epoch, NodeName, Suite};
+use cipherlane_core::{Epoch, KexGroup, NodeName, Suite};
+
+use crate::negotiate::KeyExchangePolicy;
 
 /// The effective policy of one pair of nodes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,15 +20,19 @@ pub struct PairPolicy {
     pub suite: Suite,
     /// Suites a responder accepts (the policy's suite; with FIPS on, AES-GCM only).
     pub allowed: Vec<Suite>,
+    /// Which key-exchange group the pair prefers, and whether only post-quantum ones will do.
+    pub key_exchange: KeyExchangePolicy,
 }
 
 impl PairPolicy {
-    /// A policy that proposes and allows exactly one suite: no downgrade is possible.
+    /// A policy that proposes and allows exactly one suite: no downgrade is possible. The key
+    /// exchange is the default (hybrid where both ends support it).
     pub fn only(epoch: Epoch, suite: Suite) -> PairPolicy {
         PairPolicy {
             epoch,
             suite,
             allowed: vec![suite],
+            key_exchange: KeyExchangePolicy::default(),
         }
     }
 }
@@ -40,6 +46,9 @@ pub struct PeerEntry {
     pub revoked: bool,
     /// The effective policy for the pair (local node, this peer).
     pub policy: PairPolicy,
+    /// The key-exchange groups the peer publishes (`CipherlaneNode.spec.keyExchangeGroups`);
+    /// `None` for a node of the previous release, which speaks version 1 (X25519) only.
+    pub groups: Option<Vec<KexGroup>>,
 }
 
 /// Name → identity key, revocation and pair policy. Implemented by the agent over its watches.

@@ -4,7 +4,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use cipherlane_core::{Epoch, NodeName, Suite};
+use cipherlane_core::{Epoch, KexGroup, NodeName, Suite};
+
+use crate::negotiate::names;
 
 use crate::spi::SpiExhausted;
 use crate::wire::DecodeError;
@@ -50,6 +52,23 @@ pub enum KexError {
         suite: Suite,
         allowed: Vec<Suite>,
     },
+    #[error("key-exchange group refused for {peer}: {refusal}")]
+    GroupNotAllowed {
+        peer: NodeName,
+        refusal: GroupRefusal,
+    },
+    #[error("{peer}'s {message} lists the groups [{}], but its CipherlaneNode publishes {} (a stripped or stale offer; refused until the two agree)", names(.sent), .published.as_deref().map(|p| format!("[{}]", names(p))).unwrap_or_else(|| "none (a node of the previous release)".into()))]
+    GroupMismatch {
+        peer: NodeName,
+        message: &'static str,
+        sent: Vec<KexGroup>,
+        published: Option<Vec<KexGroup>>,
+    },
+    #[error("key share from {peer} refused: {error}")]
+    BadShare {
+        peer: NodeName,
+        error: crate::share::ShareError,
+    },
     #[error("confirm from {peer} carries a wrong MAC")]
     BadConfirm { peer: NodeName },
     #[error("peer {peer} is over its handshake rate limit; retry in {retry_after:?}")]
@@ -72,6 +91,75 @@ pub enum KexError {
     Random,
 }
 
+/// Why a key-exchange group cannot be used with a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupRefusal {
+    /// The initiator used a weaker group than the one both nodes publish and the policy wants.
+    Downgrade {
+        offered: KexGroup,
+        expected: KexGroup,
+    },
+    /// The policy is strict and the group is not post-quantum.
+    Strict { offered: KexGroup },
+    /// This node does not implement the group.
+    Unsupported {
+        offered: KexGroup,
+        local: Vec<KexGroup>,
+    },
+    /// The two nodes share no group the policy allows.
+    NoCommonGroup {
+        local: Vec<KexGroup>,
+        peer: Option<Vec<KexGroup>>,
+        strict: bool,
+    },
+}
+
+impl std::fmt::Display for GroupRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GroupRefusal::Downgrade { offered, expected } => write!(
+                f,
+                "{offered} is weaker than {expected}, which both nodes publish and the pair's policy selects (downgrade)"
+            ),
+            GroupRefusal::Strict { offered } => write!(
+                f,
+                "{offered} is not post-quantum and the pair's policy is strict (strictKeyExchange: true)"
+            ),
+            GroupRefusal::Unsupported { offered, local } => write!(
+                f,
+                "{offered} is not implemented here (this node supports {})",
+                names(local)
+            ),
+            GroupRefusal::NoCommonGroup {
+                local,
+                peer,
+                strict,
+            } => {
+                write!(
+                    f,
+                    "no common group: this node supports [{}], the peer {}",
+                    names(local),
+                    match peer {
+                        Some(p) => format!("publishes [{}]", names(p)),
+                        None => "runs the previous release (x25519 only)".into(),
+                    }
+                )?;
+                if *strict {
+                    f.write_str("; the pair's policy is strict (post-quantum only)")?;
+                }
+                if local.contains(&KexGroup::P256MlKem768)
+                    != peer
+                        .as_deref()
+                        .is_some_and(|p| p.contains(&KexGroup::P256MlKem768))
+                {
+                    f.write_str("; a FIPS node pairs only with FIPS nodes")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// The label a rejection is counted under; stable, for metrics and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RejectionKind {
@@ -91,10 +179,12 @@ pub enum RejectionKind {
     Timeout,
     Internal,
     Collision,
+    GroupNotAllowed,
+    GroupMismatch,
 }
 
 impl RejectionKind {
-    pub const ALL: [RejectionKind; 16] = [
+    pub const ALL: [RejectionKind; 18] = [
         RejectionKind::Malformed,
         RejectionKind::Oversized,
         RejectionKind::UnknownNode,
@@ -111,6 +201,8 @@ impl RejectionKind {
         RejectionKind::Timeout,
         RejectionKind::Internal,
         RejectionKind::Collision,
+        RejectionKind::GroupNotAllowed,
+        RejectionKind::GroupMismatch,
     ];
 
     /// The metric label, e.g. `bad_signature`.
@@ -132,6 +224,8 @@ impl RejectionKind {
             RejectionKind::Timeout => "timeout",
             RejectionKind::Internal => "internal",
             RejectionKind::Collision => "collision",
+            RejectionKind::GroupNotAllowed => "group_not_allowed",
+            RejectionKind::GroupMismatch => "group_mismatch",
         }
     }
 
@@ -144,7 +238,7 @@ impl KexError {
     pub fn kind(&self) -> RejectionKind {
         match self {
             KexError::Malformed(DecodeError::Oversized(_)) => RejectionKind::Oversized,
-            KexError::Malformed(_) => RejectionKind::Malformed,
+            KexError::Malformed(_) | KexError::BadShare { .. } => RejectionKind::Malformed,
             KexError::UnknownNode(_) => RejectionKind::UnknownNode,
             KexError::Revoked(_) => RejectionKind::Revoked,
             KexError::BadSignature { .. } => RejectionKind::BadSignature,
@@ -158,13 +252,26 @@ impl KexError {
             KexError::Overloaded { .. } => RejectionKind::Overloaded,
             KexError::Timeout { .. } => RejectionKind::Timeout,
             KexError::Collision { .. } => RejectionKind::Collision,
+            KexError::GroupNotAllowed { .. } => RejectionKind::GroupNotAllowed,
+            KexError::GroupMismatch { .. } => RejectionKind::GroupMismatch,
             KexError::Spi(_) | KexError::Random => RejectionKind::Internal,
         }
     }
 
     /// Whether trying again later can succeed without anything else changing. A collision is not:
-    /// the other handshake of the pair keys it.
+    /// the other handshake of the pair keys it. A group mismatch or downgrade is: the two nodes'
+    /// views of each other's CipherlaneNode or of the policy converge.
     pub fn is_transient(&self) -> bool {
+        if matches!(
+            self,
+            KexError::GroupMismatch { .. }
+                | KexError::GroupNotAllowed {
+                    refusal: GroupRefusal::Downgrade { .. },
+                    ..
+                }
+        ) {
+            return true;
+        }
         matches!(
             self.kind(),
             RejectionKind::RateLimited
@@ -184,6 +291,8 @@ pub struct KexMetrics {
     initiated: AtomicU64,
     established_as_initiator: AtomicU64,
     established_as_responder: AtomicU64,
+    /// Established handshakes (both roles) by group, indexed by the group's wire code - 1.
+    established_by_group: [AtomicU64; KexGroup::ALL.len()],
     rejections: [AtomicU64; RejectionKind::ALL.len()],
     /// Per kind, the monotonic second (plus one) of the last `warn` line: a flood of refusals
     /// logs at most one warning per kind per second (the rest at debug; the counters see all).
@@ -195,7 +304,10 @@ impl KexMetrics {
         self.initiated.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn count_established(&self, as_initiator: bool) {
+    pub(crate) fn count_established(&self, as_initiator: bool, group: KexGroup) {
+        if let Some(c) = self.established_by_group.get(usize::from(group.code()) - 1) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
         if as_initiator {
             self.established_as_initiator
                 .fetch_add(1, Ordering::Relaxed);
@@ -230,6 +342,13 @@ impl KexMetrics {
 
     pub fn established_as_responder(&self) -> u64 {
         self.established_as_responder.load(Ordering::Relaxed)
+    }
+
+    /// Handshakes established (either role) with `group`.
+    pub fn established_with(&self, group: KexGroup) -> u64 {
+        self.established_by_group
+            .get(usize::from(group.code()) - 1)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
     pub fn rejections(&self, kind: RejectionKind) -> u64 {

@@ -17,23 +17,32 @@
 //! The endpoint's shared state (nonce cache, rate limits, SPIs in use) sits behind short
 //! mutexes; all cryptography runs outside them, so handshakes proceed in parallel.
 //! Every refusal is logged once, counted in [`KexMetrics`] and returned as a [`KexError`].
+//!
+//! The group and the wire version of a handshake follow from the directory alone
+//! ([`crate::negotiate`]): version 1 (X25519) with a peer that publishes no groups (the previous
+//! release), version 2 with the selected group otherwise. Nothing the network says can change
+//! that choice, and a failed hybrid handshake is retried as a hybrid one.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use cipherlane_core::{Epoch, NodeName, SaDirection, SaPair, Spi, Suite};
-use ring::agreement::{self, EphemeralPrivateKey, UnparsedPublicKey, X25519};
+use cipherlane_core::{Epoch, KexGroup, NodeName, SaDirection, SaPair, Spi, Suite};
 use ring::rand::SecureRandom;
 use ring::signature::{self, Ed25519KeyPair, KeyPair};
 
 use crate::clock::Clock;
 use crate::directory::{PeerDirectory, PeerEntry};
-use crate::error::{KexError, KexMetrics};
+use crate::error::{GroupRefusal, KexError, KexMetrics};
+use crate::negotiate::{self, effective, same_groups};
 use crate::pacing::{ConcurrencyLimit, HandshakeSlot, PairGuard, PairGuards, PeerRateLimit};
 use crate::replay::{Freshness, NonceCache};
 use crate::schedule::{self, KeyContext, Keys, TranscriptHash};
+use crate::share::{self, InitiatorShare, ShareError, SharedSecret};
 use crate::spi::SpiAllocator;
-use crate::wire::{Confirm, Init, Response, MAC_LEN, NONCE_LEN};
+use crate::wire::{
+    group_codes, known_groups, Confirm, DecodeError, Init, Response, Version, EPHEMERAL_LEN,
+    MAC_LEN, NONCE_LEN,
+};
 
 /// Tunables of an endpoint. The defaults suit a production cluster.
 #[derive(Clone, Debug, PartialEq)]
@@ -49,6 +58,9 @@ pub struct KexConfig {
     /// Responder's per-peer rate: tokens per second and burst.
     pub peer_rate_per_second: f64,
     pub peer_rate_burst: u32,
+    /// The key-exchange groups this node supports and publishes, strongest first; by default
+    /// every group the build implements ([`share::SUPPORTED_GROUPS`]).
+    pub groups: Vec<KexGroup>,
 }
 
 impl Default for KexConfig {
@@ -60,6 +72,7 @@ impl Default for KexConfig {
             max_concurrent_handshakes: 64,
             peer_rate_per_second: 1.0,
             peer_rate_burst: 5,
+            groups: share::SUPPORTED_GROUPS.to_vec(),
         }
     }
 }
@@ -209,13 +222,74 @@ impl Endpoint {
         Ok(out)
     }
 
-    fn ephemeral(&self) -> Result<(EphemeralPrivateKey, [u8; 32]), KexError> {
-        let private =
-            EphemeralPrivateKey::generate(&X25519, &*self.rng).map_err(|_| KexError::Random)?;
-        let public = private.compute_public_key().map_err(|_| KexError::Random)?;
-        let mut out = [0u8; 32];
-        out.copy_from_slice(public.as_ref());
-        Ok((private, out))
+    /// The groups this node supports (what it publishes).
+    pub fn groups(&self) -> &[KexGroup] {
+        &self.config.groups
+    }
+
+    /// The group a handshake with this peer uses, as both ends compute it from the directory.
+    fn select_group(&self, peer: &NodeName, entry: &PeerEntry) -> Result<KexGroup, KexError> {
+        let policy = &entry.policy.key_exchange;
+        negotiate::select(policy, &self.config.groups, entry.groups.as_deref()).ok_or_else(|| {
+            KexError::GroupNotAllowed {
+                peer: peer.clone(),
+                refusal: GroupRefusal::NoCommonGroup {
+                    local: self.config.groups.clone(),
+                    peer: entry.groups.clone(),
+                    strict: policy.strict,
+                },
+            }
+        })
+    }
+
+    /// The responder's checks of the init's group and offered groups against the directory.
+    fn check_offer(&self, peer: &NodeName, init: &Init, entry: &PeerEntry) -> Result<(), KexError> {
+        let mismatch = |sent: Vec<KexGroup>| KexError::GroupMismatch {
+            peer: peer.clone(),
+            message: if init.version == Version::V1 {
+                "version-1 init"
+            } else {
+                "init"
+            },
+            sent,
+            published: entry.groups.clone(),
+        };
+        match (init.version, &entry.groups) {
+            (Version::V1, None) => {}
+            (Version::V1, Some(_)) => return Err(mismatch(vec![KexGroup::X25519])),
+            (Version::V2, published) => {
+                let sent = known_groups(&init.offered);
+                if !published.as_deref().is_some_and(|p| same_groups(&sent, p))
+                    || !sent.contains(&init.group)
+                {
+                    return Err(mismatch(sent));
+                }
+            }
+        }
+        let refuse = |refusal| KexError::GroupNotAllowed {
+            peer: peer.clone(),
+            refusal,
+        };
+        let policy = &entry.policy.key_exchange;
+        if !self.config.groups.contains(&init.group) || !share::supports(init.group) {
+            return Err(refuse(GroupRefusal::Unsupported {
+                offered: init.group,
+                local: self.config.groups.clone(),
+            }));
+        }
+        if !policy.allows(init.group) {
+            return Err(refuse(GroupRefusal::Strict {
+                offered: init.group,
+            }));
+        }
+        let expected = self.select_group(peer, entry)?;
+        if !negotiate::acceptable(policy, init.group, expected) {
+            return Err(refuse(GroupRefusal::Downgrade {
+                offered: init.group,
+                expected,
+            }));
+        }
+        Ok(())
     }
 
     fn slot(&self) -> Result<HandshakeSlot, KexError> {
@@ -262,6 +336,13 @@ impl Endpoint {
                 allowed: entry.policy.allowed.clone(),
             });
         }
+        let group = self.select_group(peer, &entry)?;
+        // A peer that publishes no groups runs the previous release: version 1, X25519.
+        let version = if entry.groups.is_some() {
+            Version::V2
+        } else {
+            Version::V1
+        };
         let pair_guard = self
             .pairs
             .try_initiate(peer)
@@ -270,24 +351,31 @@ impl Endpoint {
                 crossing,
             })?;
         let slot = self.slot()?;
-        let (ephemeral_private, ephemeral) = self.ephemeral()?;
+        let share =
+            InitiatorShare::generate(group, &*self.rng).map_err(|e| share_error(peer, e))?;
         let nonce = self.random::<NONCE_LEN>()?;
         let spi = lock(&self.spis).allocate(&*self.rng)?;
         let mut init = Init {
+            version,
             initiator: self.local.clone(),
             responder: peer.clone(),
             epoch: entry.policy.epoch,
             suite,
-            ephemeral,
+            group,
+            offered: match version {
+                Version::V1 => Vec::new(),
+                Version::V2 => group_codes(&self.config.groups),
+            },
+            share: share.public().to_vec(),
             nonce,
             initiator_spi: spi,
             timestamp_ms: self.clock.unix_millis(),
             signature: [0; 64],
         };
-        let h1 = schedule::init_hash(&init.encode_unsigned());
+        let h1 = schedule::init_hash(version, &init.encode_unsigned());
         init.signature.copy_from_slice(
             self.identity
-                .sign(&schedule::init_signature_input(&h1))
+                .sign(&schedule::init_signature_input(version, &h1))
                 .as_ref(),
         );
         let init_bytes = init.encode();
@@ -297,9 +385,10 @@ impl Endpoint {
             Initiator {
                 peer: peer.clone(),
                 peer_key: entry.identity_key,
+                peer_groups: entry.groups,
                 init,
                 init_bytes: init_bytes.clone(),
-                ephemeral_private,
+                share,
                 deadline,
                 _slot: slot,
                 _pair: pair_guard,
@@ -328,9 +417,13 @@ impl Endpoint {
             });
         }
         let entry = self.peer_entry(&peer)?;
-        let h1 = schedule::init_hash(&init.encode_unsigned());
+        let version = init.version;
+        let h1 = schedule::init_hash(version, &init.encode_unsigned());
         signature::UnparsedPublicKey::new(&signature::ED25519, &entry.identity_key)
-            .verify(&schedule::init_signature_input(&h1), &init.signature)
+            .verify(
+                &schedule::init_signature_input(version, &h1),
+                &init.signature,
+            )
             .map_err(|_| KexError::BadSignature {
                 peer: peer.clone(),
                 message: "init",
@@ -374,6 +467,7 @@ impl Endpoint {
                 allowed: entry.policy.allowed,
             });
         }
+        self.check_offer(&peer, &init, &entry)?;
         let pair_guard = self
             .pairs
             .try_respond(&self.local, &peer)
@@ -382,42 +476,37 @@ impl Endpoint {
                 crossing,
             })?;
         let slot = self.slot()?;
-        let (ephemeral_private, ephemeral) = self.ephemeral()?;
+        let answer = share::respond(init.group, &init.share, &*self.rng)
+            .map_err(|e| share_error(&peer, e))?;
         let nonce = self.random::<NONCE_LEN>()?;
         let spi = lock(&self.spis).allocate(&*self.rng)?;
-        let ctx = KeyContext {
-            initiator: peer.clone(),
-            responder: self.local.clone(),
-            epoch: init.epoch,
-            suite: init.suite,
-            initiator_spi: init.initiator_spi,
+        let mut response = Response {
+            version,
+            group: init.group,
+            supported: match version {
+                Version::V1 => Vec::new(),
+                Version::V2 => group_codes(&self.config.groups),
+            },
+            share: answer.public,
+            nonce,
             responder_spi: spi,
-            initiator_ephemeral: init.ephemeral,
-            responder_ephemeral: ephemeral,
-            initiator_nonce: init.nonce,
-            responder_nonce: nonce,
+            signature: [0; 64],
         };
-        let keys = match agree(ephemeral_private, &init.ephemeral, &ctx) {
+        let h2 = schedule::response_hash(version, init_bytes, &response.encode_unsigned());
+        response.signature.copy_from_slice(
+            self.identity
+                .sign(&schedule::response_signature_input(version, &h2))
+                .as_ref(),
+        );
+        let response_bytes = response.encode();
+        let h3 = schedule::confirm_hash(version, init_bytes, &response_bytes);
+        let keys = match derive(&init, &response, &answer.secret, &h3) {
             Ok(keys) => keys,
             Err(e) => {
                 lock(&self.spis).release(spi);
                 return Err(e);
             }
         };
-        let mut response = Response {
-            ephemeral,
-            nonce,
-            responder_spi: spi,
-            signature: [0; 64],
-        };
-        let h2 = schedule::response_hash(init_bytes, &response.encode_unsigned());
-        response.signature.copy_from_slice(
-            self.identity
-                .sign(&schedule::response_signature_input(&h2))
-                .as_ref(),
-        );
-        let response_bytes = response.encode();
-        let h3 = schedule::confirm_hash(init_bytes, &response_bytes);
         let inbound = SaDirection {
             spi,
             key: keys.initiator_to_responder.clone(),
@@ -442,6 +531,8 @@ impl Endpoint {
                     inbound,
                     outbound,
                 },
+                version,
+                group: init.group,
                 peer,
                 confirm_key: keys.confirm_key,
                 h3,
@@ -454,31 +545,67 @@ impl Endpoint {
     }
 }
 
-fn agree(
-    private: EphemeralPrivateKey,
-    peer_public: &[u8; 32],
-    ctx: &KeyContext,
+fn share_error(peer: &NodeName, error: ShareError) -> KexError {
+    match error {
+        ShareError::Random => KexError::Random,
+        error => KexError::BadShare {
+            peer: peer.clone(),
+            error,
+        },
+    }
+}
+
+/// The keys of a handshake from its two messages (unsigned parts are what matter) and the
+/// shared secret: version 1 binds them to the listed fields, version 2 to the transcript H3.
+fn derive(
+    init: &Init,
+    response: &Response,
+    secret: &SharedSecret,
+    h3: &TranscriptHash,
 ) -> Result<Keys, KexError> {
-    agreement::agree_ephemeral(
-        private,
-        &UnparsedPublicKey::new(&X25519, peer_public),
-        |shared| schedule::derive_keys(shared, ctx),
-    )
-    .map_err(|_| {
-        KexError::Malformed(crate::wire::DecodeError::Field {
-            field: "ephemeral",
-            reason: "X25519 public key of low order (all-zero shared secret)".into(),
-        })
-    })
+    match init.version {
+        Version::V1 => {
+            let ephemeral = |share: &[u8]| -> Result<[u8; EPHEMERAL_LEN], KexError> {
+                share.try_into().map_err(|_| {
+                    KexError::Malformed(DecodeError::Field {
+                        field: "ephemeral",
+                        reason: "not a 32-byte X25519 key".into(),
+                    })
+                })
+            };
+            let ctx = KeyContext {
+                initiator: init.initiator.clone(),
+                responder: init.responder.clone(),
+                epoch: init.epoch,
+                suite: init.suite,
+                initiator_spi: init.initiator_spi,
+                responder_spi: response.responder_spi,
+                initiator_ephemeral: ephemeral(&init.share)?,
+                responder_ephemeral: ephemeral(&response.share)?,
+                initiator_nonce: init.nonce,
+                responder_nonce: response.nonce,
+            };
+            Ok(schedule::derive_keys(secret, &ctx))
+        }
+        Version::V2 => Ok(schedule::derive_keys_v2(
+            secret,
+            init.suite,
+            &init.nonce,
+            &response.nonce,
+            h3,
+        )),
+    }
 }
 
 /// A handshake this node started, waiting for the response.
 pub struct Initiator {
     peer: NodeName,
     peer_key: [u8; 32],
+    /// What the peer publishes, to check the response's supported groups against.
+    peer_groups: Option<Vec<KexGroup>>,
     init: Init,
     init_bytes: Vec<u8>,
-    ephemeral_private: EphemeralPrivateKey,
+    share: InitiatorShare,
     deadline: Duration,
     _slot: HandshakeSlot,
     _pair: PairGuard,
@@ -490,6 +617,7 @@ impl std::fmt::Debug for Initiator {
             .field("peer", &self.peer)
             .field("epoch", &self.init.epoch)
             .field("suite", &self.init.suite)
+            .field("group", &self.init.group)
             .finish_non_exhaustive()
     }
 }
@@ -505,6 +633,11 @@ impl Initiator {
 
     pub fn suite(&self) -> Suite {
         self.init.suite
+    }
+
+    /// The key-exchange group of this handshake.
+    pub fn group(&self) -> KexGroup {
+        self.init.group
     }
 
     /// Monotonic time by which the response must arrive.
@@ -560,32 +693,49 @@ impl Initiator {
             });
         }
         let response = Response::decode(bytes).map_err(KexError::Malformed)?;
-        let h2 = schedule::response_hash(&self.init_bytes, &response.encode_unsigned());
+        let init = &self.init;
+        if response.version != init.version || response.group != init.group {
+            return Err(KexError::Malformed(DecodeError::Field {
+                field: "group",
+                reason: format!(
+                    "a version-{} {} response to a version-{} {} init",
+                    response.version.byte(),
+                    response.group,
+                    init.version.byte(),
+                    init.group
+                ),
+            }));
+        }
+        let version = init.version;
+        let h2 = schedule::response_hash(version, &self.init_bytes, &response.encode_unsigned());
         signature::UnparsedPublicKey::new(&signature::ED25519, &self.peer_key)
             .verify(
-                &schedule::response_signature_input(&h2),
+                &schedule::response_signature_input(version, &h2),
                 &response.signature,
             )
             .map_err(|_| KexError::BadSignature {
                 peer: self.peer.clone(),
                 message: "response",
             })?;
-        let init = &self.init;
-        let ctx = KeyContext {
-            initiator: init.initiator.clone(),
-            responder: init.responder.clone(),
-            epoch: init.epoch,
-            suite: init.suite,
-            initiator_spi: init.initiator_spi,
-            responder_spi: response.responder_spi,
-            initiator_ephemeral: init.ephemeral,
-            responder_ephemeral: response.ephemeral,
-            initiator_nonce: init.nonce,
-            responder_nonce: response.nonce,
-        };
-        let keys = agree(self.ephemeral_private, &response.ephemeral, &ctx)?;
-        let h3 = schedule::confirm_hash(&self.init_bytes, bytes);
+        if version == Version::V2 {
+            let sent = known_groups(&response.supported);
+            if !same_groups(&sent, effective(self.peer_groups.as_deref())) {
+                return Err(KexError::GroupMismatch {
+                    peer: self.peer.clone(),
+                    message: "response",
+                    sent,
+                    published: self.peer_groups.clone(),
+                });
+            }
+        }
+        let secret = self
+            .share
+            .finish(&response.share)
+            .map_err(|e| share_error(&self.peer, e))?;
+        let h3 = schedule::confirm_hash(version, &self.init_bytes, bytes);
+        let keys = derive(init, &response, &secret, &h3)?;
         let confirm = Confirm {
+            version,
             mac: schedule::confirm_mac(&keys.confirm_key, &h3),
         };
         let pair = SaPair {
@@ -600,8 +750,8 @@ impl Initiator {
                 key: keys.initiator_to_responder,
             },
         };
-        ep.metrics.count_established(true);
-        tracing::debug!(local = %ep.local, peer = %self.peer, epoch = %init.epoch, "handshake established as initiator");
+        ep.metrics.count_established(true, init.group);
+        tracing::debug!(local = %ep.local, peer = %self.peer, epoch = %init.epoch, group = %init.group, "handshake established as initiator");
         let actions = vec![
             Action::InstallInbound {
                 peer: self.peer.clone(),
@@ -627,6 +777,8 @@ impl Initiator {
 pub struct Responder {
     peer: NodeName,
     pair: SaPair,
+    version: Version,
+    group: KexGroup,
     confirm_key: [u8; MAC_LEN],
     h3: TranscriptHash,
     deadline: Duration,
@@ -651,6 +803,11 @@ impl Responder {
     /// Monotonic time by which the confirm must arrive.
     pub fn deadline(&self) -> Duration {
         self.deadline
+    }
+
+    /// The key-exchange group of this handshake.
+    pub fn group(&self) -> KexGroup {
+        self.group
     }
 
     /// The inbound SA this responder installed (kept even if the confirm never comes: the
@@ -700,11 +857,21 @@ impl Responder {
             });
         }
         let confirm = Confirm::decode(bytes).map_err(KexError::Malformed)?;
+        if confirm.version != self.version {
+            return Err(KexError::Malformed(DecodeError::Field {
+                field: "version",
+                reason: format!(
+                    "a version-{} confirm in a version-{} handshake",
+                    confirm.version.byte(),
+                    self.version.byte()
+                ),
+            }));
+        }
         if !schedule::verify_confirm_mac(&self.confirm_key, &self.h3, &confirm.mac) {
             return Err(KexError::BadConfirm { peer: self.peer });
         }
-        ep.metrics.count_established(false);
-        tracing::debug!(local = %ep.local, peer = %self.peer, epoch = %self.pair.epoch, "handshake established as responder");
+        ep.metrics.count_established(false, self.group);
+        tracing::debug!(local = %ep.local, peer = %self.peer, epoch = %self.pair.epoch, group = %self.group, "handshake established as responder");
         let actions = vec![
             Action::SwitchOutbound {
                 peer: self.peer.clone(),

@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cipherlane_core::{Epoch, NodeName, SaPair, Suite};
-use cipherlane_kex::wire::{Confirm, Init, Message, Response};
+use cipherlane_core::{Epoch, KexGroup, NodeName, SaPair, Suite};
+use cipherlane_kex::wire::{Confirm, Init, Message, Response, Version};
 use cipherlane_kex::{
-    Action, Endpoint, InMemoryDirectory, KexConfig, KexError, ManualClock, PairPolicy, PeerEntry,
-    RejectionKind,
+    Action, Endpoint, GroupRefusal, InMemoryDirectory, KexConfig, KexError, KeyExchangePolicy,
+    ManualClock, PairPolicy, PeerEntry, RejectionKind, SUPPORTED_GROUPS,
 };
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
@@ -20,9 +20,15 @@ fn name(s: &str) -> NodeName {
 }
 
 fn keypair() -> Ed25519KeyPair {
+    Ed25519KeyPair::from_pkcs8(&pkcs8()).expect("parse")
+}
+
+fn pkcs8() -> Vec<u8> {
     let rng = SystemRandom::new();
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("keygen");
-    Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("parse")
+    Ed25519KeyPair::generate_pkcs8(&rng)
+        .expect("keygen")
+        .as_ref()
+        .to_vec()
 }
 
 fn public(k: &Ed25519KeyPair) -> [u8; 32] {
@@ -33,6 +39,9 @@ struct Node {
     ep: Endpoint,
     dir: Arc<InMemoryDirectory>,
     key: [u8; 32],
+    /// The identity key, to sign messages an attacker cannot (tests of authenticated peers that
+    /// misbehave).
+    pkcs8: Vec<u8>,
 }
 
 struct Lab {
@@ -42,7 +51,8 @@ struct Lab {
 }
 
 fn node(n: &str, clock: &Arc<ManualClock>, config: KexConfig) -> Node {
-    let kp = keypair();
+    let pkcs8 = pkcs8();
+    let kp = Ed25519KeyPair::from_pkcs8(&pkcs8).expect("parse");
     let key = public(&kp);
     let dir = Arc::new(InMemoryDirectory::new());
     let ep = Endpoint::new(
@@ -53,7 +63,12 @@ fn node(n: &str, clock: &Arc<ManualClock>, config: KexConfig) -> Node {
         Arc::new(SystemRandom::new()),
         config,
     );
-    Node { ep, dir, key }
+    Node {
+        ep,
+        dir,
+        key,
+        pkcs8,
+    }
 }
 
 fn entry(key: [u8; 32], policy: PairPolicy) -> PeerEntry {
@@ -61,6 +76,7 @@ fn entry(key: [u8; 32], policy: PairPolicy) -> PeerEntry {
         identity_key: key,
         revoked: false,
         policy,
+        groups: Some(SUPPORTED_GROUPS.to_vec()),
     }
 }
 
@@ -369,6 +385,7 @@ fn a_man_in_the_middle_cannot_downgrade_the_suite_without_breaking_the_signature
                 epoch: Epoch(3),
                 suite: Suite::AesGcm256,
                 allowed: vec![Suite::AesGcm128, Suite::AesGcm256],
+                key_exchange: KeyExchangePolicy::default(),
             }
         });
     }
@@ -395,7 +412,11 @@ fn malformed_and_oversized_messages_are_refused_without_panicking() {
     let err = lab.b.ep.respond(&vec![1u8; 5000]).expect_err("oversized");
     assert_refused(err, RejectionKind::Oversized, &lab.b.ep);
     // A confirm where an init belongs, and an init where a response belongs.
-    let confirm = Message::Confirm(Confirm { mac: [0; 32] }).encode();
+    let confirm = Message::Confirm(Confirm {
+        version: Version::V2,
+        mac: [0; 32],
+    })
+    .encode();
     assert_eq!(
         lab.b.ep.respond(&confirm).map(|_| ()).map_err(|e| e.kind()),
         Err(RejectionKind::Malformed)
@@ -413,7 +434,8 @@ fn a_response_with_a_low_order_ephemeral_key_is_refused_as_malformed() {
     let (init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
     let (_resp, b1) = lab.b.ep.respond(&sent(&a1)).expect("respond");
     let mut response = Response::decode(&sent(&b1)).expect("decodes");
-    response.ephemeral = [0; 32];
+    let n = response.share.len();
+    response.share[n - 32..].fill(0); // the X25519 half
     let err = init
         .on_response(&lab.a.ep, &response.encode())
         .expect_err("low order");
@@ -570,4 +592,337 @@ fn every_rejection_kind_has_a_distinct_metric_label() {
     let _ = lab.b.ep.respond(&[]);
     let counts = lab.b.ep.metrics().rejection_counts();
     assert!(counts.contains(&("malformed", 1)), "{counts:?}");
+}
+
+// --- key-exchange groups (docs/protocol.md §4a) ---
+
+/// Re-signs an init as its initiator would (an authenticated peer that misbehaves).
+fn resign(init: &mut Init, signer: &Node) {
+    let kp = Ed25519KeyPair::from_pkcs8(&signer.pkcs8).expect("parse");
+    let h1 = cipherlane_kex::schedule::init_hash(init.version, &init.encode_unsigned());
+    init.signature.copy_from_slice(
+        kp.sign(&cipherlane_kex::schedule::init_signature_input(
+            init.version,
+            &h1,
+        ))
+        .as_ref(),
+    );
+}
+
+fn set_policy(lab: &Lab, on_a: KeyExchangePolicy, on_b: KeyExchangePolicy) {
+    lab.a
+        .dir
+        .update(&name("node-b"), |e| e.policy.key_exchange = on_a);
+    lab.b
+        .dir
+        .update(&name("node-a"), |e| e.policy.key_exchange = on_b);
+}
+
+const CLASSICAL: KeyExchangePolicy = KeyExchangePolicy {
+    preferred: KexGroup::X25519,
+    strict: false,
+};
+const STRICT: KeyExchangePolicy = KeyExchangePolicy {
+    preferred: KexGroup::X25519MlKem768,
+    strict: true,
+};
+
+#[test]
+fn two_new_nodes_key_with_the_hybrid_group_by_default_in_version_2() {
+    let lab = lab();
+    let (init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
+    assert_eq!(init.group(), KexGroup::X25519MlKem768);
+    let bytes = sent(&a1);
+    assert_eq!(bytes[0], 2, "version 2 on the wire");
+    let decoded = Init::decode(&bytes).expect("decodes");
+    assert_eq!(
+        decoded.share.len(),
+        1184 + 32,
+        "ML-KEM-768 key then X25519 key"
+    );
+    let (resp, b1) = lab.b.ep.respond(&bytes).expect("respond");
+    assert_eq!(resp.group(), KexGroup::X25519MlKem768);
+    assert_eq!(
+        Response::decode(&sent(&b1)).expect("decodes").share.len(),
+        1088 + 32
+    );
+    let a2 = init.on_response(&lab.a.ep, &sent(&b1)).expect("response");
+    let b2 = resp.on_confirm(&lab.b.ep, &sent(&a2)).expect("confirm");
+    assert_eq!(established(&a2).outbound, established(&b2).inbound);
+    for ep in [&lab.a.ep, &lab.b.ep] {
+        assert_eq!(ep.metrics().established_with(KexGroup::X25519MlKem768), 1);
+        assert_eq!(ep.metrics().established_with(KexGroup::X25519), 0);
+    }
+}
+
+#[test]
+fn a_peer_of_the_previous_release_is_keyed_with_version_1_and_x25519() {
+    let lab = lab();
+    // neither side's CipherlaneNode lists groups, as before this release
+    lab.a.dir.update(&name("node-b"), |e| e.groups = None);
+    lab.b.dir.update(&name("node-a"), |e| e.groups = None);
+    let (init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
+    assert_eq!(init.group(), KexGroup::X25519);
+    assert_eq!(sent(&a1)[0], 1, "version 1 on the wire");
+    assert_eq!(sent(&a1).len(), 2 + 7 + 7 + 8 + 1 + 32 + 32 + 4 + 8 + 64);
+    let (resp, b1) = lab.b.ep.respond(&sent(&a1)).expect("respond");
+    assert_eq!(sent(&b1)[0], 1);
+    let a2 = init.on_response(&lab.a.ep, &sent(&b1)).expect("response");
+    let b2 = resp.on_confirm(&lab.b.ep, &sent(&a2)).expect("confirm");
+    assert_eq!(established(&a2).inbound, established(&b2).outbound);
+    assert_eq!(lab.a.ep.metrics().established_with(KexGroup::X25519), 1);
+}
+
+#[test]
+fn a_man_in_the_middle_who_strips_the_hybrid_group_breaks_the_signature() {
+    let lab = lab();
+    let (_init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
+    let mut init = Init::decode(&sent(&a1)).expect("decodes");
+    // strip the hybrid from the offer and swap in a classical share of the attacker's
+    init.offered = vec![KexGroup::X25519.code()];
+    init.group = KexGroup::X25519;
+    init.share = vec![9; 32];
+    let err = lab.b.ep.respond(&init.encode()).expect_err("stripped");
+    assert_refused(err, RejectionKind::BadSignature, &lab.b.ep);
+    // the same in a version-1 frame
+    init.version = Version::V1;
+    init.offered.clear();
+    let err = lab
+        .b
+        .ep
+        .respond(&init.encode())
+        .expect_err("rewritten as v1");
+    assert_refused(err, RejectionKind::BadSignature, &lab.b.ep);
+}
+
+#[test]
+fn failed_hybrid_handshakes_never_make_the_initiator_fall_back_to_x25519() {
+    let lab = lab();
+    for _ in 0..3 {
+        // an attacker drops every response: the initiator times out and tries again
+        let (init, _) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
+        assert_eq!(init.group(), KexGroup::X25519MlKem768);
+        let _ = init.abandon(&lab.a.ep);
+        // or answers with a refusal of its own making: nothing the network says is read
+    }
+    let (init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
+    assert_eq!(init.group(), KexGroup::X25519MlKem768);
+    assert_eq!(sent(&a1)[0], 2);
+}
+
+#[test]
+fn a_signed_classical_init_from_a_hybrid_capable_peer_is_refused_as_a_downgrade() {
+    let lab = lab();
+    // a (lagging, or subverted) prefers x25519; b's policy wants the hybrid both publish
+    set_policy(&lab, CLASSICAL, KeyExchangePolicy::default());
+    let (init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
+    assert_eq!(init.group(), KexGroup::X25519);
+    let err = lab.b.ep.respond(&sent(&a1)).expect_err("downgrade");
+    assert!(
+        matches!(
+            &err,
+            KexError::GroupNotAllowed {
+                refusal: GroupRefusal::Downgrade {
+                    offered: KexGroup::X25519,
+                    expected: KexGroup::X25519MlKem768
+                },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.is_transient(), "heals once the views agree");
+    assert_refused(err, RejectionKind::GroupNotAllowed, &lab.b.ep);
+    drop(init); // refused: a's handshake is over
+                // the other way round is no downgrade: b prefers x25519 but takes the stronger hybrid
+    set_policy(&lab, KeyExchangePolicy::default(), CLASSICAL);
+    let (a, _) = handshake(&lab);
+    assert_eq!(
+        lab.b
+            .ep
+            .metrics()
+            .established_with(KexGroup::X25519MlKem768),
+        1
+    );
+    assert_eq!(a.epoch, Epoch(3));
+}
+
+#[test]
+fn a_version_1_init_from_a_peer_that_publishes_groups_is_refused_as_a_mismatch() {
+    let lab = lab();
+    // a believes b is of the previous release; b knows a is not
+    lab.a.dir.update(&name("node-b"), |e| e.groups = None);
+    let (_init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
+    assert_eq!(sent(&a1)[0], 1);
+    let err = lab.b.ep.respond(&sent(&a1)).expect_err("mismatch");
+    assert!(err.to_string().contains("version-1 init"), "{err}");
+    assert_refused(err, RejectionKind::GroupMismatch, &lab.b.ep);
+}
+
+#[test]
+fn offered_groups_that_differ_from_the_published_ones_are_refused_both_ways() {
+    let lab = lab();
+    // b's directory: a publishes x25519 only; a's init offers the hybrid too
+    lab.b
+        .dir
+        .update(&name("node-a"), |e| e.groups = Some(vec![KexGroup::X25519]));
+    let (_init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
+    let err = lab.b.ep.respond(&sent(&a1)).expect_err("init mismatch");
+    assert!(
+        matches!(
+            err,
+            KexError::GroupMismatch {
+                message: "init",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_refused(err, RejectionKind::GroupMismatch, &lab.b.ep);
+    // a's directory: b publishes both; b's response lists only the hybrid
+    let lab = lab_with(KexConfig::default());
+    let b = node(
+        "node-b",
+        &lab.clock,
+        KexConfig {
+            groups: vec![KexGroup::X25519MlKem768],
+            ..KexConfig::default()
+        },
+    );
+    let policy = PairPolicy::only(Epoch(3), Suite::AesGcm128);
+    lab.a
+        .dir
+        .insert(name("node-b"), entry(b.key, policy.clone()));
+    b.dir.insert(name("node-a"), entry(lab.a.key, policy));
+    let (init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
+    let (_resp, b1) = b.ep.respond(&sent(&a1)).expect("b answers");
+    let err = init
+        .on_response(&lab.a.ep, &sent(&b1))
+        .expect_err("response mismatch");
+    assert!(
+        matches!(
+            err,
+            KexError::GroupMismatch {
+                message: "response",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_refused(err, RejectionKind::GroupMismatch, &lab.a.ep);
+}
+
+#[test]
+fn a_ciphertext_of_the_wrong_size_is_refused_before_anything_is_installed() {
+    let lab = lab();
+    let (init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
+    let (_resp, b1) = lab.b.ep.respond(&sent(&a1)).expect("respond");
+    let mut response = Response::decode(&sent(&b1)).expect("decodes");
+    response.share.remove(0); // 1087-byte ciphertext
+    let err = init
+        .on_response(&lab.a.ep, &response.encode())
+        .expect_err("short ciphertext");
+    assert!(
+        matches!(
+            &err,
+            KexError::Malformed(cipherlane_kex::DecodeError::ShareLength {
+                expected: 1120,
+                got: 1119,
+                ..
+            })
+        ),
+        "{err}"
+    );
+    assert_refused(err, RejectionKind::Malformed, &lab.a.ep);
+    assert_eq!(lab.a.ep.metrics().established_as_initiator(), 0);
+}
+
+#[test]
+fn an_encapsulation_key_failing_the_fips_203_modulus_check_is_refused() {
+    let lab = lab();
+    let (_init, a1) = lab.a.ep.initiate(&name("node-b")).expect("initiate");
+    let mut init = Init::decode(&sent(&a1)).expect("decodes");
+    // the first coefficient becomes 0xfff >= q = 3329; signed properly by a (an authenticated
+    // but broken or malicious peer), so only the input check can catch it
+    init.share[0] = 0xff;
+    init.share[1] |= 0x0f;
+    resign(&mut init, &lab.a);
+    let err = lab.b.ep.respond(&init.encode()).expect_err("bad key");
+    assert!(
+        matches!(
+            &err,
+            KexError::BadShare {
+                error: cipherlane_kex::share::ShareError::EncapsulationKey,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("FIPS 203"), "{err}");
+    assert_refused(err, RejectionKind::Malformed, &lab.b.ep);
+    assert!(
+        !lab.b.ep.handshake_active(&name("node-a")),
+        "nothing in flight"
+    );
+}
+
+#[test]
+fn a_strict_policy_refuses_classical_handshakes_in_both_roles() {
+    let lab = lab();
+    // b is of the previous release as far as a knows; a's policy is strict
+    lab.a.dir.update(&name("node-b"), |e| {
+        e.groups = None;
+        e.policy.key_exchange = STRICT;
+    });
+    let err = lab
+        .a
+        .ep
+        .initiate(&name("node-b"))
+        .expect_err("no hybrid with b");
+    assert!(err.to_string().contains("previous release"), "{err}");
+    assert_refused(err, RejectionKind::GroupNotAllowed, &lab.a.ep);
+    // a responder with a strict policy refuses a version-1 init from an old peer
+    lab.b.dir.update(&name("node-a"), |e| {
+        e.groups = None;
+        e.policy.key_exchange = STRICT;
+    });
+    lab.a
+        .dir
+        .update(&name("node-b"), |e| e.policy.key_exchange = CLASSICAL);
+    let (_init, a1) = lab.a.ep.initiate(&name("node-b")).expect("a sends v1");
+    let err = lab.b.ep.respond(&sent(&a1)).expect_err("strict");
+    assert!(
+        matches!(
+            err,
+            KexError::GroupNotAllowed {
+                refusal: GroupRefusal::Strict { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // with hybrid on both sides a strict policy keys as usual
+    let both_new = lab_with(KexConfig::default());
+    set_policy(&both_new, STRICT, STRICT);
+    handshake(&both_new);
+}
+
+#[test]
+fn a_fips_node_and_a_non_fips_node_share_no_group_and_say_so() {
+    let lab = lab();
+    lab.a.dir.update(&name("node-b"), |e| {
+        e.groups = Some(vec![KexGroup::P256MlKem768])
+    });
+    let err = lab
+        .a
+        .ep
+        .initiate(&name("node-b"))
+        .expect_err("no common group");
+    let text = err.to_string();
+    assert!(
+        text.contains("no common group") && text.contains("FIPS"),
+        "{text}"
+    );
+    assert_refused(err, RejectionKind::GroupNotAllowed, &lab.a.ep);
+    assert!(!lab.a.ep.handshake_active(&name("node-b")));
 }
