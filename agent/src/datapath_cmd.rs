@@ -156,9 +156,12 @@ pub async fn run(cmd: DatapathCommand) -> anyhow::Result<i32> {
 }
 
 async fn hold(kernel: Kernel, a: ApplyArgs) -> anyhow::Result<i32> {
-    let mut events = kernel.expiry_events()?;
+    let mut events = kernel.events()?;
     tokio::spawn(async move {
-        while let Some(e) = events.next().await {
+        while let Some(ev) = events.next().await {
+            let cipherlane_xfrm::XfrmEvent::Expiry(e) = ev else {
+                continue;
+            };
             println!(
                 "expire {} src {} dst {} spi {:#x}",
                 if e.hard { "hard" } else { "soft" },

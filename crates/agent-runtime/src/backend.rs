@@ -13,9 +13,12 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use anyhow::Context as _;
+use cipherlane_core::SaKey;
 use cipherlane_core::Suite;
-use cipherlane_datapath::{peer_records, DatapathState, Observed, Plan, StateCounters};
-use cipherlane_xfrm::{diagnose_missing_support, read_kernel_config, ExpiryEvents, Kernel};
+use cipherlane_datapath::{
+    peer_records, DatapathState, Observed, Plan, StateCounters, StateKey, Step,
+};
+use cipherlane_xfrm::{diagnose_missing_support, read_kernel_config, Kernel, XfrmEvents};
 
 /// XFRM policy hash thresholds (IPv4, IPv6), as set.
 pub type HashThresholds = (Option<(u8, u8)>, Option<(u8, u8)>);
@@ -36,7 +39,7 @@ pub const RECORDING_LABEL: &str =
 
 pub enum Backend {
     Kernel(Kernel),
-    Recording(Recording),
+    Recording(Box<Recording>),
 }
 
 /// The recording datapath's state.
@@ -54,6 +57,9 @@ struct RecordingInner {
     steps: u64,
     hash_thresholds: Option<HashThresholds>,
     node_ip: Option<IpAddr>,
+    /// Every key ever added under each SA identity: a recording refuses a second install of one
+    /// (DESIGN.md §3, "a key is installed once"), so simulations check the rule too.
+    ever_installed: std::collections::BTreeMap<StateKey, Vec<SaKey>>,
 }
 
 impl Backend {
@@ -68,11 +74,11 @@ impl Backend {
             ),
             DatapathMode::Recording => {
                 tracing::warn!("{RECORDING_LABEL}");
-                Backend::Recording(Recording {
+                Backend::Recording(Box::new(Recording {
                     node: node.to_string(),
                     file: state_dir.join("datapath-recording.json"),
                     inner: Mutex::new(RecordingInner::default()),
-                })
+                }))
             }
         })
     }
@@ -160,10 +166,11 @@ impl Backend {
         }
     }
 
-    /// Soft/hard expiry events; `None` for a recording (no traffic, so no volume limits).
-    pub fn expiry_events(&self) -> anyhow::Result<Option<ExpiryEvents>> {
+    /// The kernel's XFRM notifications (expiries, deletions, flushes); `None` for a recording
+    /// (no traffic, no other software touching it).
+    pub fn events(&self) -> anyhow::Result<Option<XfrmEvents>> {
         match self {
-            Backend::Kernel(k) => Ok(Some(k.expiry_events()?)),
+            Backend::Kernel(k) => Ok(Some(k.events()?)),
             Backend::Recording(_) => Ok(None),
         }
     }
@@ -181,6 +188,22 @@ impl Recording {
             .unwrap_or(0);
         let text = {
             let mut inner = self.lock();
+            for step in &plan.steps {
+                // an SA still present is refused by the kernel's own rule (EEXIST) below
+                let Step::AddState(s) = step else { continue };
+                if inner.state.states.contains_key(&s.key) {
+                    continue;
+                }
+                let keys = inner.ever_installed.entry(s.key).or_default();
+                if keys.contains(&s.aead) {
+                    anyhow::bail!(
+                        "the recorded datapath refused to install SA {} spi {:#x} a second time with the same key",
+                        s.key.dst,
+                        s.key.spi
+                    );
+                }
+                keys.push(s.aead.clone());
+            }
             let result = inner.state.apply(plan);
             let RecordingInner {
                 state, added_unix, ..
@@ -274,7 +297,7 @@ mod tests {
         let after = backend.observe(&[]).await.expect("observe");
         assert_eq!(after.datapath, desired);
         assert!(plan(&desired, &after.datapath).is_empty());
-        assert!(backend.expiry_events().expect("events").is_none());
+        assert!(backend.events().expect("events").is_none());
 
         let text = std::fs::read_to_string(dir.join("datapath-recording.json")).expect("file");
         let doc: serde_json::Value = serde_json::from_str(&text).expect("json");
@@ -287,6 +310,21 @@ mod tests {
         let stale = plan(&desired, &cipherlane_datapath::DatapathState::default());
         let err = backend.apply(&stale).await.expect_err("adding twice");
         assert!(format!("{err:#}").contains("already exists"), "{err:#}");
+        // and a key is installed once: after a "flush", the same SAs are refused again
+        let flush = cipherlane_datapath::Plan {
+            steps: desired
+                .states
+                .keys()
+                .map(|k| Step::DeleteState(*k))
+                .collect(),
+        };
+        backend.apply(&flush).await.expect("delete");
+        let again = plan(
+            &desired,
+            &backend.observe(&[]).await.expect("observe").datapath,
+        );
+        let err = backend.apply(&again).await.expect_err("reinstalling a key");
+        assert!(format!("{err:#}").contains("a second time"), "{err:#}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

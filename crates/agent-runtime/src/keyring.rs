@@ -8,6 +8,11 @@
 //!
 //! An inbound SA whose handshake never completed (a lost confirm) is kept until a later pair with that
 //! peer is established: the initiator may already be sending on it.
+//!
+//! `burn`: SAs of the peer vanished from the kernel while wanted (a flush, another daemon, a hard
+//! expiry). Their keys are burned: they leave the ring for good (their SPIs stay reserved), the pair
+//! is no longer established, and the peer is due for a fresh handshake at once, whichever side of the
+//! pair this node is, until a new pair is established.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -29,6 +34,8 @@ pub struct PeerRing {
     inbound: Vec<Entry>,
     outbound: Vec<Entry>,
     established: Option<(SaPair, Instant)>,
+    /// Since when SAs of this pair are burned and a fresh handshake is due.
+    burned_at: Option<Instant>,
 }
 
 impl PeerRing {
@@ -101,6 +108,26 @@ impl Keyring {
             }
         }
         ring.established = Some((pair.clone(), now));
+        ring.burned_at = None;
+    }
+
+    /// SAs with `peer` (by SPI) vanished from the kernel: drops them from the ring for good, ends
+    /// the established pair and marks the peer due for a fresh handshake. Their SPIs are not
+    /// handed back (a new handshake takes new ones). Returns whether the peer was known.
+    pub fn burn(&mut self, peer: &NodeName, spis: &[Spi], now: Instant) -> bool {
+        let Some(ring) = self.peers.get_mut(peer) else {
+            return false;
+        };
+        ring.inbound.retain(|e| !spis.contains(&e.sa.spi));
+        ring.outbound.retain(|e| !spis.contains(&e.sa.spi));
+        ring.established = None;
+        ring.burned_at.get_or_insert(now);
+        true
+    }
+
+    /// Since when the pair with `peer` has burned SAs and waits for a fresh handshake.
+    pub fn burned_since(&self, peer: &NodeName) -> Option<Instant> {
+        self.peers.get(peer).and_then(|r| r.burned_at)
     }
 
     /// Removes every SA whose grace period is over; returns the removed inbound SPIs (this node
@@ -293,6 +320,58 @@ mod tests {
             "its inbound SPI is released"
         );
         assert_eq!(k.keys(&peer()), None);
+    }
+
+    #[test]
+    fn burned_sas_leave_the_ring_and_the_peer_waits_for_a_fresh_pair() {
+        let mut k = Keyring::new();
+        let t0 = Instant::now();
+        k.established(
+            &peer(),
+            &pair(1, 0x1001, 0x2001),
+            t0,
+            Duration::from_secs(5),
+        );
+        let t1 = t0 + Duration::from_secs(60);
+        assert!(k.burn(&peer(), &[Spi::new(0x1001).expect("spi")], t1));
+        assert_eq!(
+            k.current(&peer()),
+            None,
+            "the pair is no longer established"
+        );
+        assert_eq!(k.burned_since(&peer()), Some(t1));
+        let left = k
+            .keys(&peer())
+            .expect("the outbound SA is still in the kernel");
+        assert!(left.inbound.is_empty());
+        assert_eq!(spis(&left.outbound), vec![0x2001]);
+        // a second loss before the re-key keeps the first instant
+        k.burn(
+            &peer(),
+            &[Spi::new(0x2001).expect("spi")],
+            t1 + Duration::from_secs(1),
+        );
+        assert_eq!(k.burned_since(&peer()), Some(t1));
+        assert_eq!(k.keys(&peer()), None);
+        assert!(
+            k.expire(t1 + Duration::from_secs(3600)).is_empty(),
+            "burned SPIs are not released"
+        );
+        // the fresh handshake
+        k.install_inbound(&peer(), Epoch(1), &dir(0x1003));
+        k.switch_outbound(&peer(), Epoch(1), &dir(0x2003));
+        k.established(
+            &peer(),
+            &pair(1, 0x1003, 0x2003),
+            t1 + Duration::from_secs(2),
+            Duration::from_secs(5),
+        );
+        assert_eq!(k.burned_since(&peer()), None);
+        assert!(k.current(&peer()).is_some());
+        assert!(
+            !k.burn(&NodeName::new("node-z").expect("valid"), &[], t1),
+            "unknown peer"
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //!  watch_cluster ──PeerView──> Shared.view ──> directory (kex), initiator loop, reconcile
 //!  KexService / KexClient ──SaInstaller──> Keyring ──> reconcile ──> Backend (kernel netlink,
 //!                                                                    or a recording: simulation)
-//!  expiry events ──> rekey requests          reconcile ──> readiness (agent-state.json, conflist)
+//!  XFRM notifications ──> rekey (soft expiry) reconcile ──> readiness (agent-state.json, conflist)
+//!    and reconcile (SA/policy deleted or flushed: lost SAs burn their keys, policies come back)
 //!  status loop ──> CipherlaneNode status     http ──> /healthz /readyz /metrics
 //! ```
 //!
@@ -14,7 +15,9 @@
 //! - on start the kernel's SAs for known peers are adopted as established pairs (no SA churn);
 //! - an SA the key exchange asks for is in the kernel before the installer returns (the protocol
 //!   answers a peer only after its inbound SA exists);
-//! - removing SAs happens only in reconcile, after their grace period or when a peer is gone.
+//! - removing SAs happens only in reconcile, after their grace period or when a peer is gone;
+//! - a key is installed once: an SA the kernel had and lost while still wanted is never added again
+//!   (the `KeyLedger` refuses it); its pair's keys are burned and the pair re-keys at once.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -29,8 +32,8 @@ use cipherlane_cni::conflist::ConflistSpec;
 use cipherlane_core::{Epoch, NodeName, SaDirection, SaPair, Suite};
 use cipherlane_datapath::{
     adopt_keys, desired_state, hash_thresholds, parse_xfrm_stat, plan, pod_mtu_for_all,
-    render_metrics, LocalNode, MetricsInput, NodeInput, Observed, OuterFamily, Peer, SaLimits,
-    SaSettings,
+    render_metrics, KeyLedger, LocalNode, MetricsInput, NodeInput, Observed, OuterFamily, Peer,
+    SaLimits, SaSettings, State,
 };
 use cipherlane_k8s_api::k8s_openapi::api::core::v1::Node;
 use cipherlane_k8s_api::kube::{Api, Client};
@@ -41,6 +44,7 @@ use cipherlane_kex::{
 };
 use cipherlane_kex_grpc::{parse_public_key_base64, ClientConfig, KexClient, NodeIdentity};
 use cipherlane_policy::Timestamp;
+use cipherlane_xfrm::XfrmEvent;
 use ipnet::IpNet;
 use tokio::sync::{watch, Notify};
 
@@ -63,6 +67,15 @@ struct Local {
     pod_cidrs: Vec<IpNet>,
     underlay_ifindex: u32,
     underlay_mtu: u32,
+}
+
+/// Where reconcile takes its picture of the kernel from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Observe {
+    /// A fresh read (dumps of SAs, policies, routes).
+    Kernel,
+    /// What the last reconcile read and applied (a key-exchange step's targeted change).
+    Cached,
 }
 
 /// State shared by the agent's tasks.
@@ -91,7 +104,14 @@ struct Shared {
     /// Since when each peer has been known without an SA pair.
     unkeyed_since: Mutex<std::collections::BTreeMap<NodeName, Instant>>,
     last_rotation: Mutex<Option<Timestamp>>,
+    /// Which (SPI, key) the kernel has had: a key is installed once.
+    ledger: Mutex<KeyLedger>,
+    /// SAs found lost from the kernel (their keys burned), for /metrics.
+    lost_sas: AtomicU64,
+    /// Wakes reconcile.
     wake: Notify,
+    /// Wakes the initiator loop (a pair's keys were burned: re-key now, not at the next round).
+    kick: Notify,
     endpoint: RwLock<Option<Arc<Endpoint>>>,
 }
 
@@ -126,10 +146,11 @@ impl Shared {
         self.changes.fetch_add(1, Ordering::SeqCst) + 1
     }
 
-    /// Brings the kernel to the desired state for the current view and keyring.
+    /// Brings the kernel to the desired state for the current view and keyring, from a fresh
+    /// read of the kernel (resync timer, kernel notifications, view changes).
     async fn reconcile(&self) -> anyhow::Result<()> {
         let _guard = self.apply.lock().await;
-        self.reconcile_locked().await
+        self.reconcile_locked(Observe::Kernel).await
     }
 
     /// Makes sure that keyring change `change` is in the kernel: returns at once when a reconcile
@@ -139,10 +160,22 @@ impl Shared {
         if self.applied.load(Ordering::SeqCst) >= change {
             return Ok(());
         }
-        self.reconcile_locked().await
+        // a key-exchange step changes a few SAs: plan against the cached picture of the kernel
+        // (DESIGN.md §8); if the kernel refuses (the cache was stale), read it and try again
+        match self.reconcile_locked(Observe::Cached).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::info!(
+                    error = format!("{e:#}"),
+                    "targeted change failed; reading the kernel and retrying"
+                );
+                self.reconcile_locked(Observe::Kernel).await
+            }
+        }
     }
 
-    async fn reconcile_locked(&self) -> anyhow::Result<()> {
+    async fn reconcile_locked(&self, how: Observe) -> anyhow::Result<()> {
+        let started = Instant::now();
         // every change numbered up to here is already in the keyring we are about to read
         let covers = self.changes.load(Ordering::SeqCst);
         let view = self.view();
@@ -150,6 +183,93 @@ impl Shared {
             return Ok(()); // never act on a partial picture of the cluster
         }
         let mut released = Vec::new();
+        let input = self.node_input(&view, &mut released);
+        let mut desired = desired_state(&input).context("computing the desired datapath")?;
+        // keep policy lookups hashed for the peers' pod CIDR prefix lengths (many peers)
+        let thresholds = (
+            hash_thresholds(&input, false),
+            hash_thresholds(&input, true),
+        );
+        if *lock(&self.hash_thresholds) != Some(thresholds) {
+            self.datapath
+                .set_hash_thresholds(thresholds.0, thresholds.1)
+                .await
+                .context("setting the XFRM policy hash thresholds")?;
+            tracing::info!(v4 = ?thresholds.0, v6 = ?thresholds.1, "XFRM policy hash thresholds set");
+            *lock(&self.hash_thresholds) = Some(thresholds);
+        }
+        let cached = match how {
+            Observe::Cached => lock(&self.observed).clone(),
+            Observe::Kernel => None,
+        };
+        let observed = match cached {
+            Some(o) => o,
+            None => self
+                .datapath
+                .observe(&[self.local.node_ip])
+                .await
+                .context("reading the kernel's XFRM state")?,
+        };
+        // SAs the kernel had and no longer holds are never added again: burn, re-key, recompute
+        let lost = lock(&self.ledger).burn_lost(&desired, &observed.datapath);
+        if !lost.is_empty() {
+            self.burn(&view, &lost);
+            let input = self.node_input(&view, &mut released);
+            desired = desired_state(&input).context("computing the desired datapath")?;
+            for s in &lost {
+                desired.states.remove(&s.key); // burned keys are never wanted again
+                desired.state_order.retain(|k| *k != s.key);
+            }
+        }
+        let plan = plan(&desired, &observed.datapath);
+        {
+            let mut ledger = lock(&self.ledger);
+            ledger.note_present(&desired, &observed.datapath);
+            ledger
+                .admit(&plan)
+                .context("checking the plan against the key ledger")?;
+        }
+        if !plan.is_empty() {
+            let result = self.datapath.apply(&plan).await;
+            let (adds, updates, deletes) = plan.summary();
+            tracing::info!(
+                adds,
+                updates,
+                deletes,
+                cached = matches!(how, Observe::Cached),
+                ms = started.elapsed().as_millis() as u64,
+                "applied datapath changes"
+            );
+            if let Err(e) = result {
+                *lock(&self.observed) = None; // the kernel holds part of the plan: read it next time
+                return Err(e).context("programming the kernel's XFRM state");
+            }
+        }
+        lock(&self.ledger).retain(&desired);
+        let mut after = observed;
+        if after.datapath.apply(&plan).is_err() {
+            *lock(&self.observed) = None;
+        } else {
+            *lock(&self.observed) = Some(after);
+        }
+        self.applied.fetch_max(covers, Ordering::SeqCst);
+        // SPIs of deleted inbound SAs may be chosen again (the kernel no longer holds them)
+        if let Some(ep) = self
+            .endpoint
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            for spi in released {
+                ep.release_spi(spi);
+            }
+        }
+        Ok(())
+    }
+
+    /// The layout's input for the current view and keyring; drops retired SAs and peers that left
+    /// (their inbound SPIs are added to `released`).
+    fn node_input(&self, view: &PeerView, released: &mut Vec<cipherlane_core::Spi>) -> NodeInput {
         let peers: Vec<Peer> = {
             let mut ring = lock(&self.keyring);
             released.extend(ring.expire(Instant::now()));
@@ -171,7 +291,7 @@ impl Shared {
                 })
                 .collect()
         };
-        let input = NodeInput {
+        NodeInput {
             local: LocalNode {
                 name: self.local.name.clone(),
                 node_ip: self.local.node_ip,
@@ -182,52 +302,36 @@ impl Shared {
             peers,
             settings: SaSettings {
                 replay_window: 1024,
-                limits: self.limits(&view),
+                limits: self.limits(view),
                 fips: self.args.fips,
             },
-        };
-        let desired = desired_state(&input).context("computing the desired datapath")?;
-        // keep policy lookups hashed for the peers' pod CIDR prefix lengths (many peers)
-        let thresholds = (
-            hash_thresholds(&input, false),
-            hash_thresholds(&input, true),
-        );
-        if *lock(&self.hash_thresholds) != Some(thresholds) {
-            self.datapath
-                .set_hash_thresholds(thresholds.0, thresholds.1)
-                .await
-                .context("setting the XFRM policy hash thresholds")?;
-            tracing::info!(v4 = ?thresholds.0, v6 = ?thresholds.1, "XFRM policy hash thresholds set");
-            *lock(&self.hash_thresholds) = Some(thresholds);
         }
-        let observed = self
-            .datapath
-            .observe(&[self.local.node_ip])
-            .await
-            .context("reading the kernel's XFRM state")?;
-        let plan = plan(&desired, &observed.datapath);
-        if !plan.is_empty() {
-            let (adds, updates, deletes) = plan.summary();
-            tracing::info!(adds, updates, deletes, "applying datapath changes");
-            self.datapath
-                .apply(&plan)
-                .await
-                .context("programming the kernel's XFRM state")?;
-        }
-        *lock(&self.observed) = Some(observed);
-        self.applied.fetch_max(covers, Ordering::SeqCst);
-        // SPIs of deleted inbound SAs may be chosen again (the kernel no longer holds them)
-        if let Some(ep) = self
-            .endpoint
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
-            for spi in released {
-                ep.release_spi(spi);
+    }
+
+    /// SAs vanished from the kernel while wanted: their pairs' keys are burned (never installed
+    /// again) and each pair re-keys now, whichever side of it this node is.
+    fn burn(&self, view: &PeerView, lost: &[State]) {
+        let now = Instant::now();
+        self.lost_sas
+            .fetch_add(lost.len() as u64, Ordering::Relaxed);
+        let mut ring = lock(&self.keyring);
+        for p in &view.peers {
+            let spis: Vec<cipherlane_core::Spi> = lost
+                .iter()
+                .filter(|s| s.peer == p.spec.node_ip)
+                .filter_map(|s| cipherlane_core::Spi::new(s.key.spi).ok())
+                .collect();
+            if spis.is_empty() {
+                continue;
             }
+            let shown: Vec<String> = spis.iter().map(ToString::to_string).collect();
+            tracing::warn!(peer = %p.spec.name, spis = ?shown,
+                "SAs vanished from the kernel (flushed or deleted outside Cipherlane, or hard-expired): \
+                 their keys are burned and never installed again; re-keying the pair now");
+            ring.burn(&p.spec.name, &spis, now);
         }
-        Ok(())
+        drop(ring);
+        self.kick.notify_one();
     }
 
     fn set_ready(&self, ready: bool, reason: &str) {
@@ -394,10 +498,13 @@ impl Shared {
              # TYPE cipherlane_peers_established gauge\ncipherlane_peers_established {established}\n\
              # HELP cipherlane_peers_failing Peers whose handshakes are failing.\n\
              # TYPE cipherlane_peers_failing gauge\ncipherlane_peers_failing {}\n\
+             # HELP cipherlane_sas_lost_total SAs that vanished from the kernel while wanted (their keys burned, their pairs re-keyed).\n\
+             # TYPE cipherlane_sas_lost_total counter\ncipherlane_sas_lost_total {}\n\
              # HELP cipherlane_datapath_recording 1 when the datapath is a recording (simulation: nothing is encrypted).\n\
              # TYPE cipherlane_datapath_recording gauge\ncipherlane_datapath_recording {}\n",
             view.peers.len(),
             lock(&self.failing).len(),
+            self.lost_sas.load(Ordering::Relaxed),
             u8::from(self.datapath.is_recording()),
         ));
         if let Some(ep) = self
@@ -608,7 +715,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         in_flight: Mutex::new(BTreeSet::new()),
         unkeyed_since: Mutex::new(std::collections::BTreeMap::new()),
         last_rotation: Mutex::new(None),
+        ledger: Mutex::new(KeyLedger::new()),
+        lost_sas: AtomicU64::new(0),
         wake: Notify::new(),
+        kick: Notify::new(),
         endpoint: RwLock::new(None),
         args,
     });
@@ -679,7 +789,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     first_reconcile(&shared).await;
 
     tokio::spawn(view_task(shared.clone(), view_rx));
-    tokio::spawn(expiry_task(shared.clone()));
+    tokio::spawn(events_task(shared.clone()));
     tokio::spawn(status_task(
         shared.clone(),
         client.clone(),
@@ -701,6 +811,8 @@ async fn adopt(shared: &Shared, endpoint: &Endpoint) {
     let specs: Vec<_> = view.peers.iter().map(|p| p.spec.clone()).collect();
     match shared.datapath.observe(&[shared.local.node_ip]).await {
         Ok(observed) => {
+            // adopted SAs are installed already: if they vanish before the first plan, they are lost
+            lock(&shared.ledger).note_kernel(&observed.datapath);
             let adopted = adopt_keys(&observed.datapath, &specs);
             let mut ring = lock(&shared.keyring);
             for (peer, keys) in adopted {
@@ -855,17 +967,24 @@ async fn initiator_task<I: SaInstaller>(shared: Arc<Shared>, client: Arc<KexClie
             let unkeyed_for = lock(&shared.unkeyed_since)
                 .get(&peer)
                 .map_or(Duration::ZERO, Instant::elapsed);
+            // one lock at a time: a guard in a struct literal lives until the end of the statement
+            let (current_epoch, burned) = {
+                let ring = lock(&shared.keyring);
+                (
+                    ring.current(&peer).map(|(pair, _)| pair.epoch),
+                    ring.burned_since(&peer).is_some(),
+                )
+            };
             let input = RekeyInput {
                 unkeyed_for,
                 initiator: initiates(&shared.local.name, &peer),
                 wanted_epoch: p.pair.epoch,
                 epoch_started: p.pair.epoch_started,
                 stagger_delay: p.pair.stagger_delay,
-                current_epoch: lock(&shared.keyring)
-                    .current(&peer)
-                    .map(|(pair, _)| pair.epoch),
+                current_epoch,
                 expired_for: lock(&shared.expired).get(&peer).map(Instant::elapsed),
                 in_flight: lock(&shared.in_flight).contains(&peer),
+                burned,
             };
             let Some(why) = due(&input, now) else {
                 continue;
@@ -891,33 +1010,59 @@ async fn initiator_task<I: SaInstaller>(shared: Arc<Shared>, client: Arc<KexClie
                 lock(&shared.in_flight).remove(&peer);
             });
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = shared.kick.notified() => {}
+        }
     }
 }
 
-async fn expiry_task(shared: Arc<Shared>) {
-    let mut events = match shared.datapath.expiry_events() {
-        Ok(Some(ev)) => ev,
-        Ok(None) => return, // a recording sees no traffic
-        Err(e) => {
-            tracing::error!(error = %e, "cannot subscribe to XFRM expiry events; volume-based rekeying is off");
-            return;
-        }
-    };
-    while let Some(ev) = events.next().await {
-        let view = shared.view();
-        let Some(peer) = view
-            .peers
-            .iter()
-            .find(|p| p.spec.node_ip == ev.dst || p.spec.node_ip == ev.src)
-        else {
-            continue;
+/// The kernel's XFRM notifications: a soft expiry asks for a re-key; any removal (an SA or policy
+/// deleted or flushed, a hard expiry) wakes reconcile at once, which compares the kernel with what it
+/// wants (lost SAs burn their keys and re-key; missing policies are put back within milliseconds,
+/// not at the resync timer). If the subscription ends (socket overrun), it is renewed and reconcile
+/// runs, since notifications may have been missed.
+async fn events_task(shared: Arc<Shared>) {
+    loop {
+        let mut events = match shared.datapath.events() {
+            Ok(Some(ev)) => ev,
+            Ok(None) => return, // a recording: nothing else touches it
+            Err(e) => {
+                tracing::error!(error = %e, "cannot subscribe to XFRM notifications; repairs wait for the resync timer");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
         };
-        tracing::info!(peer = %peer.spec.name, spi = ev.spi, hard = ev.hard, "SA lifetime reached; re-keying");
-        lock(&shared.expired)
-            .entry(peer.spec.name.clone())
-            .or_insert_with(Instant::now);
         shared.wake.notify_one();
+        while let Some(ev) = events.next().await {
+            match &ev {
+                XfrmEvent::Expiry(e) if !e.hard => {
+                    let view = shared.view();
+                    let Some(peer) = view
+                        .peers
+                        .iter()
+                        .find(|p| p.spec.node_ip == e.dst || p.spec.node_ip == e.src)
+                    else {
+                        continue;
+                    };
+                    tracing::info!(peer = %peer.spec.name, spi = e.spi, "SA lifetime reached; re-keying");
+                    lock(&shared.expired)
+                        .entry(peer.spec.name.clone())
+                        .or_insert_with(Instant::now);
+                    shared.wake.notify_one();
+                }
+                XfrmEvent::SasFlushed | XfrmEvent::PoliciesFlushed => {
+                    tracing::warn!(event = ?ev, "the kernel's XFRM table was flushed; repairing");
+                    shared.wake.notify_one();
+                }
+                other => {
+                    tracing::debug!(event = ?other, "XFRM removal notified; reconciling");
+                    shared.wake.notify_one();
+                }
+            }
+        }
+        tracing::warn!("the XFRM notification socket closed; subscribing again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -2,12 +2,15 @@
 //!
 //! A handshake is due when the pair has no SAs yet, when the pair's policy moved to a newer epoch
 //! (after this node's stagger delay, so that a cluster-wide rotation does not stampede), or when the
-//! kernel reported a soft expiry (bytes or packets) on one of the pair's SAs. Only the initiator of
+//! kernel reported a soft expiry (bytes or packets) on one of the pair's SAs, or when SAs of the pair
+//! vanished from the kernel (their keys are burned: see `cipherlane_datapath::ledger`). Only the initiator of
 //! a pair (a deterministic rule, `cipherlane_kex::initiates`) starts scheduled handshakes; either side
 //! may start one for a soft expiry. Both kernels count the same packets of an SA, so both sides see
 //! its soft expiry at about the same time: the initiator re-keys at once, the other side only if no
 //! new pair arrived within [`RESPONDER_FALLBACK`]. Two handshakes racing on one pair could leave each
-//! side sending on an SA the other has retired, so the protocol keeps them apart.
+//! side sending on an SA the other has retired, so the protocol keeps them apart. A burned pair is
+//! re-keyed at once by the side that lost its SAs, whichever role it has: only it knows (the peer's SAs
+//! are intact), and if both sides lost theirs the handshakes cross and the pair's initiator wins.
 
 use std::time::Duration;
 
@@ -29,6 +32,8 @@ pub enum Due {
     Epoch,
     /// The kernel soft-expired one of the pair's SAs.
     Expired,
+    /// SAs of the pair vanished from the kernel: their keys are burned.
+    Burned,
 }
 
 /// What is known of one peer.
@@ -50,12 +55,17 @@ pub struct RekeyInput {
     pub in_flight: bool,
     /// How long this node has known the peer without holding an SA pair with it.
     pub unkeyed_for: Duration,
+    /// SAs of the pair were lost from the kernel (and no new pair since).
+    pub burned: bool,
 }
 
 /// Whether to start a handshake now.
 pub fn due(input: &RekeyInput, now: Timestamp) -> Option<Due> {
     if input.in_flight {
         return None;
+    }
+    if input.burned {
+        return Some(Due::Burned);
     }
     if let Some(waited) = input.expired_for {
         if input.initiator || waited >= RESPONDER_FALLBACK {
@@ -97,6 +107,7 @@ mod tests {
             expired_for: None,
             in_flight: false,
             unkeyed_for: Duration::ZERO,
+            burned: false,
         }
     }
     fn at(secs: i64) -> Timestamp {
@@ -136,6 +147,28 @@ mod tests {
             ..r
         };
         assert_eq!(due(&keyed, at(100)), None, "never for a keyed pair");
+    }
+
+    #[test]
+    fn a_burned_pair_is_rekeyed_at_once_by_either_side() {
+        for initiator in [true, false] {
+            let i = RekeyInput {
+                initiator,
+                burned: true,
+                current_epoch: None,
+                ..input()
+            };
+            assert_eq!(
+                due(&i, at(100)),
+                Some(Due::Burned),
+                "initiator: {initiator}"
+            );
+            let busy = RekeyInput {
+                in_flight: true,
+                ..i
+            };
+            assert_eq!(due(&busy, at(100)), None, "one handshake at a time");
+        }
     }
 
     #[test]

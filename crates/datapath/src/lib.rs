@@ -13,13 +13,15 @@
 //! ```
 //!
 //! This crate owns the policy layout of DESIGN.md §3, the ownership markers (reqid range,
-//! priority band, route protocol), adoption of kernel SAs after a restart, the ESP MTU overhead,
+//! priority band, route protocol), adoption of kernel SAs after a restart, the key ledger (a key is
+//! installed once: SAs lost from the kernel are burned, never re-added), the ESP MTU overhead,
 //! `/proc/net/xfrm_stat` parsing and the Prometheus rendering of datapath metrics. It must not do
 //! I/O: no netlink, no files, no clock (time is passed in).
 #![forbid(unsafe_code)]
 
 pub mod adopt;
 pub mod layout;
+pub mod ledger;
 pub mod memory;
 pub mod metrics;
 pub mod model;
@@ -32,6 +34,7 @@ pub use adopt::adopt_keys;
 pub use layout::{
     desired_state, hash_thresholds, LayoutError, LocalNode, NodeInput, Peer, PeerKeys, SaSettings,
 };
+pub use ledger::{KeyLedger, ReinstallRefused};
 pub use memory::{peer_records, ApplyError, PeerRecord};
 pub use metrics::{render_metrics, MetricsInput};
 pub use model::{

@@ -14,6 +14,10 @@
 //! carry Cipherlane's markers, so nothing outside Cipherlane is ever touched. An outbound SA that
 //! the desired state keeps only as a fallback (not the newest) is never re-added on its own:
 //! adding it after the newest would make the kernel switch back to it.
+//!
+//! A missing SA in `desired` is added: the plan cannot tell a new SA from one the kernel lost.
+//! The caller filters lost ones out first and checks the plan with [`crate::KeyLedger`] (a key is
+//! installed once: an SA that vanished is never re-added with its old key).
 
 use crate::model::{DatapathState, Flow, Policy, PolicyKey, Route, State, StateKey};
 use ipnet::IpNet;

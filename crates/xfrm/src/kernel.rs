@@ -271,6 +271,8 @@ impl Kernel {
             .map_err(|e| xfrm_err(op.clone(), e))?;
         let msg = req.message_mut();
         msg.user_sa_info.lifetime_cfg = sa_lifetime(&s.limits);
+        // A new SA instance: sequence numbers from 1, an empty replay window. That is right only for
+        // a key the kernel never had; the caller's `KeyLedger` refuses any other (DESIGN.md §3).
         msg.nlas.push(XfrmAttrs::ReplayStateEsn(ReplayEsn {
             bmp_len: s.replay_window.div_ceil(32),
             replay_window: s.replay_window,
@@ -534,8 +536,8 @@ impl Kernel {
         Ok(report)
     }
 
-    /// A stream of every XFRM expiry event of this namespace (see [`crate::ExpiryEvents`]).
-    pub fn expiry_events(&self) -> Result<crate::ExpiryEvents, XfrmError> {
+    /// A stream of this namespace's XFRM notifications about our objects (see [`crate::XfrmEvents`]).
+    pub fn events(&self) -> Result<crate::XfrmEvents, XfrmError> {
         crate::events::subscribe()
     }
 }

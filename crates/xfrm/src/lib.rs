@@ -1,12 +1,12 @@
 //! The netlink adapter of Cipherlane's datapath: reads the kernel's XFRM policies, SAs and routes
-//! that carry Cipherlane's markers, applies a [`cipherlane_datapath::Plan`], subscribes to SA
-//! soft-expiry events, probes for ESP support and uninstalls exactly what Cipherlane installed.
+//! that carry Cipherlane's markers, applies a [`cipherlane_datapath::Plan`], subscribes to the kernel's XFRM
+//! notifications (expiries, deletions, flushes), probes for ESP support and uninstalls exactly what Cipherlane installed.
 //!
 //! ```text
 //!   agent ──> Kernel::observe ──> Observed ──┐
 //!                                            ├─ datapath::plan ─> Plan ─> Kernel::apply
 //!   agent ──> datapath::desired_state ───────┘
-//!   Kernel::expiry_events ─> ExpiryEvent (soft: rekey; hard: SA gone)
+//!   Kernel::events ─> XfrmEvent (soft expiry: rekey; SA/policy deleted or flushed: look again)
 //! ```
 //!
 //! It owns only the translation between datapath values and netlink messages; it makes no
@@ -20,7 +20,7 @@ mod events;
 mod kernel;
 mod support;
 
-pub use events::{ExpiryEvent, ExpiryEvents};
+pub use events::{ExpiryEvent, XfrmEvent, XfrmEvents};
 pub use kernel::{Kernel, UninstallReport};
 pub use support::{diagnose_missing_support, read_kernel_config, MissingSupport, ProbeFailure};
 

@@ -353,3 +353,46 @@ fn hash_thresholds_are_set_to_fit_the_peer_pod_cidrs() {
         "{count}"
     );
 }
+
+#[test]
+#[ignore = "integration: needs root and the lab (tests/run-tier.sh integration)"]
+fn deleted_and_flushed_policies_are_notified_and_foreign_ones_are_not() {
+    let ns = Netns::new();
+    let name = ns.0.clone();
+    let events = ns.run(move |k| {
+        Box::pin(async move {
+            let ifindex = k
+                .underlay_ifindex(ip("198.18.0.1"))
+                .await
+                .expect("underlay");
+            let desired = desired_state(&input(ifindex, vec![peer_b()])).expect("layout");
+            converge(&k, &desired).await;
+            let mut events = k.events().expect("subscribe");
+            let run = |cmd: &str| {
+                let mut args = vec!["netns", "exec", name.as_str()];
+                args.extend(cmd.split(' '));
+                let ok = Command::new("ip").args(&args).status().expect("ip");
+                assert!(ok.success(), "{cmd}");
+            };
+            let mut seen = Vec::new();
+            let wait = std::time::Duration::from_secs(2);
+            // someone else's policy, added and deleted: not ours, not passed on
+            run("ip xfrm policy add src 10.9.0.0/16 dst 10.8.0.0/16 dir out priority 7 action block");
+            run("ip xfrm policy delete src 10.9.0.0/16 dst 10.8.0.0/16 dir out");
+            // one of ours deleted by hand, then everything flushed
+            run("ip xfrm policy delete src 0.0.0.0/0 dst 10.244.0.0/16 dir out");
+            seen.push(tokio::time::timeout(wait, events.next()).await.ok().flatten());
+            run("ip xfrm policy flush");
+            seen.push(tokio::time::timeout(wait, events.next()).await.ok().flatten());
+            seen
+        })
+    });
+    assert_eq!(
+        events,
+        vec![
+            Some(cipherlane_xfrm::XfrmEvent::PolicyDeleted),
+            Some(cipherlane_xfrm::XfrmEvent::PoliciesFlushed)
+        ]
+    );
+}
+
