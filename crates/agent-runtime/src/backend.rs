@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use cipherlane_core::SaKey;
 use cipherlane_core::Suite;
 use cipherlane_datapath::{
-    peer_records, DatapathState, Observed, Plan, StateCounters, StateKey, Step,
+    peer_records, DatapathState, FenceSpec, Observed, Plan, StateCounters, StateKey, Step,
 };
 use cipherlane_xfrm::{diagnose_missing_support, read_kernel_config, Kernel, XfrmEvents};
 
@@ -163,6 +163,23 @@ impl Backend {
         match self {
             Backend::Kernel(k) => Ok(k.apply(plan).await?),
             Backend::Recording(r) => r.apply(plan),
+        }
+    }
+
+    /// Installs (replaces, atomically) the nftables fence; nothing for a recording.
+    pub fn install_fence(&self, spec: &FenceSpec) -> anyhow::Result<()> {
+        match self {
+            Backend::Kernel(_) => Ok(cipherlane_xfrm::nft::install(spec)?),
+            Backend::Recording(_) => Ok(()),
+        }
+    }
+
+    /// Whether the fence in the kernel holds every rule of `spec` (a read; a recording has none).
+    pub fn fence_intact(&self, spec: &FenceSpec) -> anyhow::Result<bool> {
+        match self {
+            Backend::Kernel(_) => Ok(cipherlane_xfrm::nft::rule_count()?
+                == Some(cipherlane_xfrm::nft::expected_rules(spec))),
+            Backend::Recording(_) => Ok(true),
         }
     }
 

@@ -61,7 +61,8 @@ fn remove_if_present(path: &Path) -> anyhow::Result<bool> {
 }
 
 /// Removes the conflist first (no new pod may start), then every kernel object Cipherlane
-/// installed (and nothing else), then the agent-state file. Safe to run twice.
+/// installed (and nothing else), the nftables fence last (it held until the XFRM state was gone),
+/// then the agent-state file. Safe to run twice.
 pub async fn uninstall(args: &UninstallArgs) -> anyhow::Result<String> {
     let conf = remove_if_present(&args.paths.cni_conf_dir.join(&args.paths.cni_conf_name))?;
     let kernel = Kernel::connect().context("opening netlink (uninstall needs CAP_NET_ADMIN)")?;
@@ -69,9 +70,10 @@ pub async fn uninstall(args: &UninstallArgs) -> anyhow::Result<String> {
         .uninstall()
         .await
         .context("removing Cipherlane's XFRM state")?;
+    let fence = cipherlane_xfrm::nft::remove().context("removing the nftables fence")?;
     let state = remove_if_present(&args.paths.state_dir.join("agent-state.json"))?;
     Ok(format!(
-        "removed {} policies, {} SAs, {} routes; conflist removed: {conf}; agent state removed: {state}",
+        "removed {} policies, {} SAs, {} routes; nftables fence removed: {fence}; conflist removed: {conf}; agent state removed: {state}",
         report.policies, report.states, report.routes
     ))
 }

@@ -32,8 +32,8 @@ use cipherlane_cni::conflist::ConflistSpec;
 use cipherlane_core::{Epoch, NodeName, SaDirection, SaPair, Suite};
 use cipherlane_datapath::{
     adopt_keys, desired_state, hash_thresholds, parse_xfrm_stat, plan, pod_mtu_for_all,
-    render_metrics, KeyLedger, LocalNode, MetricsInput, NodeInput, Observed, OuterFamily, Peer,
-    SaLimits, SaSettings, State,
+    render_metrics, FenceSpec, KeyLedger, LocalNode, MetricsInput, NodeInput, Observed,
+    OuterFamily, Peer, SaLimits, SaSettings, State,
 };
 use cipherlane_k8s_api::k8s_openapi::api::core::v1::Node;
 use cipherlane_k8s_api::kube::{Api, Client};
@@ -97,6 +97,8 @@ struct Shared {
     not_ready_reason: Mutex<String>,
     observed: Mutex<Option<Observed>>,
     hash_thresholds: Mutex<Option<HashThresholds>>,
+    /// The nftables fence as last installed.
+    fence: Mutex<FenceSpec>,
     failing: Mutex<BTreeSet<NodeName>>,
     /// Peers whose SA soft-expired, and when.
     expired: Mutex<std::collections::BTreeMap<NodeName, Instant>>,
@@ -198,6 +200,7 @@ impl Shared {
             tracing::info!(v4 = ?thresholds.0, v6 = ?thresholds.1, "XFRM policy hash thresholds set");
             *lock(&self.hash_thresholds) = Some(thresholds);
         }
+        self.keep_fence(&view, how)?;
         let cached = match how {
             Observe::Cached => lock(&self.observed).clone(),
             Observe::Kernel => None,
@@ -263,6 +266,31 @@ impl Shared {
             for spi in released {
                 ep.release_spi(spi);
             }
+        }
+        Ok(())
+    }
+
+    /// Keeps the nftables fence in place for the current peers: rewritten when the peers' node IPs
+    /// changed, or (on a fresh read) when a rule is missing; an unchanged fence costs one read.
+    fn keep_fence(&self, view: &PeerView, how: Observe) -> anyhow::Result<()> {
+        let mut want = lock(&self.fence).clone();
+        want.peer_node_ips = view.peers.iter().map(|p| p.spec.node_ip).collect();
+        want.peer_node_ips.sort();
+        want.peer_node_ips.dedup();
+        let changed = *lock(&self.fence) != want;
+        let broken = how == Observe::Kernel
+            && !self
+                .datapath
+                .fence_intact(&want)
+                .context("reading the nftables fence")?;
+        if changed || broken {
+            if broken && !changed {
+                tracing::warn!("the nftables fence (table inet cipherlane) was changed by someone else; putting it back");
+            }
+            self.datapath
+                .install_fence(&want)
+                .context("installing the nftables fence")?;
+            *lock(&self.fence) = want;
         }
         Ok(())
     }
@@ -669,6 +697,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("connecting to the API server (in-cluster config or KUBECONFIG)")?;
     let (node_ip, pod_cidrs) = local_node(&client, &args, &name).await?;
+    // The second fence first, before any XFRM change: pod traffic that would cross the underlay
+    // without IPsec is dropped whatever happens to the XFRM policies later.
+    let fence = FenceSpec {
+        cluster_pod_cidrs: args.cluster_pod_cidrs.clone(),
+        local_pod_cidrs: pod_cidrs.clone(),
+        peer_node_ips: Vec::new(),
+    };
+    if let Err(e) = datapath.install_fence(&fence) {
+        let reason = format!(
+            "cannot install the nftables fence (table inet cipherlane): {e:#}; the kernel needs \
+             CONFIG_NF_TABLES and CONFIG_NF_TABLES_INET, and the agent CAP_NET_ADMIN; staying not \
+             ready, no SA or policy installed"
+        );
+        return stay_not_ready(&args, &name, reason).await;
+    }
+    tracing::info!(cluster = ?fence.cluster_pod_cidrs, local = ?fence.local_pod_cidrs,
+        "nftables fence installed (table inet cipherlane)");
     let underlay_ifindex = datapath.underlay_ifindex(node_ip).await?;
     let underlay_mtu = if args.mtu > 0 {
         args.mtu
@@ -710,6 +755,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         not_ready_reason: Mutex::new("starting: the cluster view is not read yet".into()),
         observed: Mutex::new(None),
         hash_thresholds: Mutex::new(None),
+        fence: Mutex::new(fence),
         failing: Mutex::new(BTreeSet::new()),
         expired: Mutex::new(std::collections::BTreeMap::new()),
         in_flight: Mutex::new(BTreeSet::new()),

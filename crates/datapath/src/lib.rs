@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod adopt;
+pub mod fence;
 pub mod layout;
 pub mod ledger;
 pub mod memory;
@@ -31,6 +32,7 @@ pub mod state_file;
 pub mod xfrm_stat;
 
 pub use adopt::adopt_keys;
+pub use fence::{FenceSpec, FENCE_TABLE};
 pub use layout::{
     desired_state, hash_thresholds, LayoutError, LocalNode, NodeInput, Peer, PeerKeys, SaSettings,
 };

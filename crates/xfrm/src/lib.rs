@@ -1,6 +1,7 @@
 //! The netlink adapter of Cipherlane's datapath: reads the kernel's XFRM policies, SAs and routes
 //! that carry Cipherlane's markers, applies a [`cipherlane_datapath::Plan`], subscribes to the kernel's XFRM
-//! notifications (expiries, deletions, flushes), probes for ESP support and uninstalls exactly what Cipherlane installed.
+//! notifications (expiries, deletions, flushes), installs the second fence (an nftables table, in
+//! [`nft`]), probes for ESP support and uninstalls exactly what Cipherlane installed.
 //!
 //! ```text
 //!   agent ──> Kernel::observe ──> Observed ──┐
@@ -18,6 +19,7 @@
 mod convert;
 mod events;
 mod kernel;
+pub mod nft;
 mod support;
 
 pub use events::{ExpiryEvent, XfrmEvent, XfrmEvents};

@@ -396,3 +396,64 @@ fn deleted_and_flushed_policies_are_notified_and_foreign_ones_are_not() {
     );
 }
 
+#[test]
+#[ignore = "integration: needs root and the lab (tests/run-tier.sh integration)"]
+fn the_fence_table_is_installed_whole_read_back_as_written_and_removed() {
+    use cipherlane_xfrm::nft;
+    let ns = Netns::new();
+    let spec = FenceSpec {
+        cluster_pod_cidrs: vec![net("10.244.0.0/16"), net("fd00:244::/48")],
+        local_pod_cidrs: vec![net("10.244.1.0/24"), net("fd00:244:0:1::/64")],
+        peer_node_ips: vec![ip("198.18.0.2"), ip("198.18.0.3"), ip("2001:db8::2")],
+    };
+    let s = spec.clone();
+    let (count, again) = ns.run(move |_k| {
+        Box::pin(async move {
+            nft::install(&s).expect("install");
+            let count = nft::rule_count().expect("read back");
+            nft::install(&s).expect("install again (replaces)");
+            (count, nft::rule_count().expect("read back"))
+        })
+    });
+    assert_eq!(count, Some(nft::expected_rules(&spec)));
+    assert_eq!(again, count, "installing twice leaves one copy");
+    let listed = ns.exec("nft list table inet cipherlane");
+    for want in [
+        "type filter hook postrouting priority srcnat + 10; policy accept;",
+        "ip daddr 10.244.0.0/16 ip daddr != 10.244.1.0/24 rt ipsec missing counter packets 0 bytes 0 drop",
+        "ip saddr 10.244.1.0/24 ip daddr @peer_nodes4 rt ipsec missing counter packets 0 bytes 0 drop",
+        "ip6 daddr fd00:244::/48 ip6 daddr != fd00:244:0:1::/64 rt ipsec missing counter packets 0 bytes 0 drop",
+        "type filter hook prerouting priority raw; policy accept;",
+        "ip saddr 10.244.0.0/16 ip saddr != 10.244.1.0/24 meta ipsec missing counter packets 0 bytes 0 drop",
+        "ip6 saddr fd00:244::/48 ip6 saddr != fd00:244:0:1::/64 meta ipsec missing counter packets 0 bytes 0 drop",
+        "elements = { 198.18.0.2, 198.18.0.3 }",
+        "elements = { 2001:db8::2 }",
+    ] {
+        assert!(listed.contains(want), "missing {want:?} in:\n{listed}");
+    }
+    // someone deletes a rule: the read-back says so
+    let handle = ns
+        .exec("nft -a list chain inet cipherlane in")
+        .lines()
+        .filter(|l| l.contains(" drop "))
+        .find_map(|l| l.split("# handle ").nth(1).map(|h| h.trim().to_string()))
+        .expect("a rule handle");
+    ns.exec(&format!(
+        "nft delete rule inet cipherlane in handle {handle}"
+    ));
+    let (tampered, removed, gone, removed_again) = ns.run(|_k| {
+        Box::pin(async move {
+            (
+                nft::rule_count().expect("read back"),
+                nft::remove().expect("remove"),
+                nft::rule_count().expect("read back"),
+                nft::remove().expect("remove again"),
+            )
+        })
+    });
+    assert_eq!(tampered, Some(nft::expected_rules(&spec) - 1));
+    assert!(removed);
+    assert_eq!(gone, None);
+    assert!(!removed_again, "a second remove finds nothing");
+    assert_eq!(ns.exec("nft list ruleset").trim(), "");
+}
