@@ -333,29 +333,26 @@ fn rule_expressions(rule: &FenceRule) -> Attrs {
 
 /// The messages that replace the fence table with `spec`'s, in one batch.
 fn install_messages(spec: &FenceSpec) -> Vec<Message> {
-    let mut m = vec![batch(NFNL_MSG_BATCH_BEGIN)];
-    let mut table = table_attrs();
-    table.be32(NFTA_TABLE_FLAGS, 0);
-    m.push(msg(
-        NFT_MSG_NEWTABLE,
-        NLM_F_CREATE | NLM_F_ACK,
-        NFPROTO_INET,
-        table,
-    ));
+    let new_table = || {
+        let mut table = table_attrs();
+        table.be32(NFTA_TABLE_FLAGS, 0);
+        msg(
+            NFT_MSG_NEWTABLE,
+            NLM_F_CREATE | NLM_F_ACK,
+            NFPROTO_INET,
+            table,
+        )
+    };
+    // Create the table if absent, delete it, create it afresh: the batch replaces a stale table
+    // whole, and works the same when there is none.
+    let mut m = vec![batch(NFNL_MSG_BATCH_BEGIN), new_table()];
     m.push(msg(
         NFT_MSG_DELTABLE,
         NLM_F_ACK,
         NFPROTO_INET,
         table_attrs(),
     ));
-    let mut table = table_attrs();
-    table.be32(NFTA_TABLE_FLAGS, 0);
-    m.push(msg(
-        NFT_MSG_NEWTABLE,
-        NLM_F_CREATE | NLM_F_ACK,
-        NFPROTO_INET,
-        table,
-    ));
+    m.push(new_table());
     for f in peer_set_families(spec) {
         let mut s = Attrs::default();
         s.str(NFTA_SET_TABLE, FENCE_TABLE)
