@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the lab's real tools (kube-apiserver, kubectl, etcd, helm, cnitool) from the pinned
+# Builds the lab's real tools (kube-apiserver, kube-controller-manager, kube-scheduler, kubelet,
+# kube-proxy, kubectl, etcd, helm, cnitool) from the pinned
 # Go module versions in go.mod/go.sum. Output: $CIPHERLANE_CACHE/tools/<hash of the pins>/bin,
 # reused while the pins are unchanged. Prints the bin folder on its last line.
 set -euo pipefail
@@ -8,7 +9,7 @@ repo=$(cd "$here/../.." && pwd)
 cache=${CIPHERLANE_CACHE:-$repo/.cache}
 pins=$(cat "$here/go.mod" "$here/go.sum" "$here/build.sh" | sha256sum | cut -c1-16)
 out=$cache/tools/$pins/bin
-tools=(kube-apiserver kubectl etcd helm cnitool)
+tools=(kube-apiserver kubectl etcd helm cnitool kube-controller-manager kube-scheduler kubelet kube-proxy)
 done_all=1
 for t in "${tools[@]}"; do [ -x "$out/$t" ] || done_all=0; done
 if [ $done_all = 1 ]; then echo "$out"; exit 0; fi
@@ -25,6 +26,8 @@ vflags="$vflags -X k8s.io/client-go/pkg/version.gitVersion=$kver -X k8s.io/clien
 vflags="$vflags -X k8s.io/client-go/pkg/version.gitMinor=$minor"
 go build -trimpath -ldflags="-s -w $vflags" -o "$out.tmp/" \
   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl \
+  k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler \
+  k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy \
   helm.sh/helm/v3/cmd/helm github.com/containernetworking/cni/cnitool
 go build -trimpath -ldflags='-s -w' -o "$out.tmp/etcd" go.etcd.io/etcd/server/v3
 rm -rf "$out" && mv "$out.tmp" "$out"

@@ -65,7 +65,7 @@ printf "root:x:0:0:root:/:/bin/sh\ntcpdump:x:0:0:tcpdump:/:/bin/false\n" >"$root
 printf '127.0.0.1 localhost\n' > "$root/etc/hosts"
 mods="drbg veth bridge esp4 xfrm_user xfrm4_tunnel gcm ctr ghash_generic seqiv echainiv chacha20poly1305
       virtio_pci virtio_net 9pnet_virtio 9p nf_tables nft_nat nft_masq nft_chain_nat nf_conntrack
-      sch_netem"
+      sch_netem overlay nft_ct nft_fib_inet nft_numgen nft_reject_inet nft_reject_ipv4 nft_fib_ipv4 nft_limit nft_objref nft_hash"
 for m in $mods; do modprobe -S "$kver" --show-depends "$m" 2>/dev/null || true; done | awk '/^insmod/{print $2}' | sort -u |
   while read -r f; do mkdir -p "$root$(dirname "$f")"; cp "$f" "$root$f"; done
 cp /lib/modules/"$kver"/modules.{order,builtin,builtin.modinfo} "$root/lib/modules/$kver/" 2>/dev/null || true
@@ -76,6 +76,14 @@ printf '%s\n' "${cases[@]}" > "$work/out/cases.txt"
 env | grep -E '^(BENCH|CASE)_[A-Z0-9_]*=' | sed "s/'/'\\\\''/g; s/=\(.*\)/='\1'/; s/^/export /" > "$work/out/case.env" || true
 if [ -f "$lab/pki/ca.crt" ] && [ -f "$lab/kube-apiserver.pid" ] && kill -0 "$(cat "$lab/kube-apiserver.pid")" 2>/dev/null; then
   "$repo/tests/lab/apiserver.sh" vm-kubeconfig "$work/out/kubeconfig"
+  # a real control plane (apiserver.sh start-cluster): the identities of the cluster's kubelets and kube-proxy
+  if [ -f "$lab/kube-controller-manager.pid" ] && kill -0 "$(cat "$lab/kube-controller-manager.pid")" 2>/dev/null; then
+    mkdir -p "$work/out/cluster"; cp "$lab/pki/ca.crt" "$work/out/cluster/ca.crt"
+    for n in a b c d e; do
+      "$repo/tests/lab/apiserver.sh" vm-identity "$work/out/cluster/node-$n.kubeconfig" "system:node:node-$n" system:nodes
+    done
+    "$repo/tests/lab/apiserver.sh" vm-identity "$work/out/cluster/kube-proxy.kubeconfig" system:kube-proxy
+  fi
 fi
 
 cat > "$root/init" <<INIT
@@ -137,7 +145,7 @@ timeout "$timeout_s" qemu-system-x86_64 -accel tcg -m "${VM_MEM:-1024}" -smp "${
 qemu_pid=$!
 stream=
 if [ $verbose = 1 ]; then
-  tail -n +1 -f "$work/console.log" --pid "$qemu_pid" | tr -d '\r' | grep -av '^\[ *[0-9.]*\]' >&2 &
+  tail -n +1 -f "$work/console.log" --pid "$qemu_pid" | stdbuf -oL tr -d '\r' | grep -av --line-buffered '^\[ *[0-9.]*\]' >&2 &
   stream=$!
 fi
 wait "$qemu_pid" || true
