@@ -30,7 +30,7 @@ mkdir -p "$out"
 
 add_libs() { # ROOTFS FILE...: the shared libraries (and the loader) the files need
   local r=$1 l; shift
-  for l in $(ldd "$@" 2>/dev/null | grep -o '/[^ ]*' | sort -u); do
+  for l in $(ldd "$@" 2>/dev/null | awk '/=> \// {print $3} /^\t\// {print $1}' | sort -u); do
     [ -e "$r$l" ] || { mkdir -p "$r$(dirname "$l")"; cp -L "$l" "$r$l"; }
   done
 }

@@ -15,7 +15,7 @@ TOOLS=$(dirname "$KUBECTL")
 CLUSTER_CIDR=${CLUSTER_CIDR:-10.244.0.0/16}
 NODE_DIRS="etc/cni/net.d opt/cni/bin var/lib/kubelet var/lib/containerd run/containerd var/log run/cipherlane var/lib/cipherlane var/run/netns etc/containerd"
 
-cluster_nodes() { echo "a b c d e" | cut -d' ' -f1-"${CLUSTER_NODES:-2}"; }
+cluster_nodes() { echo "a b c d e" | cut -d' ' -f1-"${CASE_CLUSTER_NODES:-2}"; }
 node_pid() { cat "/nodes/$1/init.pid"; }
 node_exec() { # NODE CMD...: run in the node (its network and mount namespaces)
   n=$1; shift
