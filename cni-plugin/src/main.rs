@@ -22,7 +22,7 @@ const HELP: &str = "cipherlane: the Cipherlane CNI plugin (CNI spec 0.4.0, 1.0.0
 
 Invoked by the container runtime with CNI_COMMAND (ADD, DEL, CHECK, VERSION, STATUS, GC),
 CNI_CONTAINERID, CNI_NETNS and CNI_IFNAME in the environment and the network configuration on
-stdin. cipherlane-agent writes the configuration to /etc/cni/net.d/10-cipherlane.conflist once
+stdin. cipherlane-agent writes the configuration to /etc/cni/net.d/05-cipherlane.conflist once
 the node encrypts; ADD fails with CNI error 50 while it does not.
 ";
 

@@ -24,6 +24,8 @@ vflags="-X k8s.io/component-base/version.gitVersion=$kver -X k8s.io/component-ba
 vflags="$vflags -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
 vflags="$vflags -X k8s.io/client-go/pkg/version.gitVersion=$kver -X k8s.io/client-go/pkg/version.gitMajor=1"
 vflags="$vflags -X k8s.io/client-go/pkg/version.gitMinor=$minor"
+# helm's default Kubernetes version (without a cluster: helm template/lint) is the pinned one, not 1.20
+vflags="$vflags -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor"
 go build -trimpath -ldflags="-s -w $vflags" -o "$out.tmp/" \
   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl \
   k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler \

@@ -93,10 +93,12 @@ the JSON schema cannot express.
 {{- if and .Values.encryption.fips (eq .Values.encryption.suite "chacha20-poly1305") }}
 {{- fail "encryption.fips=true allows only aes-gcm-128 or aes-gcm-256, not chacha20-poly1305" }}
 {{- end }}
-{{- if eq .Values.agent.kexPort .Values.agent.httpPort }}
+{{- /* int: a port from --set is an int64, from a values file a float64; eq needs one type */}}
+{{- $kex := int .Values.agent.kexPort }}{{ $http := int .Values.agent.httpPort }}{{ $op := int .Values.operator.httpPort }}
+{{- if eq $kex $http }}
 {{- fail (printf "agent.kexPort and agent.httpPort must differ (both are %v)" .Values.agent.kexPort) }}
 {{- end }}
-{{- if and .Values.operator.hostNetwork (or (eq .Values.operator.httpPort .Values.agent.httpPort) (eq .Values.operator.httpPort .Values.agent.kexPort)) }}
+{{- if and .Values.operator.hostNetwork (or (eq $op $http) (eq $op $kex)) }}
 {{- fail (printf "operator.httpPort %v collides with an agent port on the host network" .Values.operator.httpPort) }}
 {{- end }}
 {{- end }}

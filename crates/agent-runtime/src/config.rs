@@ -111,7 +111,7 @@ pub struct NodePaths {
     #[arg(
         long,
         env = "CIPHERLANE_CNI_CONF_NAME",
-        default_value = "05-cipherlane.conflist"
+        default_value = cipherlane_cni::conflist::CONFLIST_FILE_NAME
     )]
     pub cni_conf_name: String,
 }

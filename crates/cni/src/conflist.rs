@@ -1,5 +1,5 @@
 //! The network configuration list the agent writes into the runtime's CNI config folder once
-//! the node is ready (`/etc/cni/net.d/10-cipherlane.conflist`). The runtime only starts pods on
+//! the node is ready (`/etc/cni/net.d/05-cipherlane.conflist`). The runtime only starts pods on
 //! a node once a conflist exists, so writing it last is the first gate; the plugin's own check
 //! of the agent state is the second.
 
@@ -12,8 +12,8 @@ use crate::atomic_file;
 use crate::config::{DEFAULT_AGENT_STATE_FILE, DEFAULT_IPAM_DIR, DEFAULT_LOG_FILE};
 use crate::version::LATEST;
 
-/// File name of the conflist; `10-` sorts it before most other networks.
-pub const CONFLIST_FILE_NAME: &str = "10-cipherlane.conflist";
+/// File name of the conflist (the agent's and the chart's default); `05-` sorts it before most other networks.
+pub const CONFLIST_FILE_NAME: &str = "05-cipherlane.conflist";
 
 /// What the agent puts into the conflist.
 #[derive(Clone, Debug, PartialEq)]

@@ -4,7 +4,7 @@
 //!  runtime ──env+stdin──> env::Invocation + config::NetConf ──> (binary: netlink, IPAM store)
 //!                                                                 │
 //!  agent ──agent_state::write_agent_state──> /run/cipherlane/agent-state.json ──> readiness gate
-//!  agent ──conflist::write_conflist──> /etc/cni/net.d/10-cipherlane.conflist
+//!  agent ──conflist::write_conflist──> /etc/cni/net.d/05-cipherlane.conflist
 //!  binary <── result::AddResult / error::CniError (per spec version) ──> stdout
 //! ```
 //!

@@ -10,6 +10,20 @@ helm=$bin/helm
 out=$("$helm" lint --strict "$repo/charts/cipherlane" --kube-version 1.34.0 --set clusterPodCIDR=10.244.0.0/16 2>&1) ||
   { echo "$out"; die "helm lint --strict failed"; }
 echo "ok   helm lint --strict"
+# a user's first commands: ports through --set (int64, not the float64 of a values file), lint on the
+# defaults, template without --kube-version (helm's default Kubernetes version is the pinned one)
+"$helm" template t "$repo/charts/cipherlane" --set clusterPodCIDR=10.244.0.0/16 --set agent.kexPort=9481 \
+  --set agent.httpPort=9482 --set operator.httpPort=9483 > /dev/null || die "ports set with --set do not render"
+out=$("$helm" template t "$repo/charts/cipherlane" --set clusterPodCIDR=10.244.0.0/16 --set agent.kexPort=9472 2>&1) &&
+  die "equal agent ports set with --set rendered"
+echo "$out" | grep -q 'agent.kexPort and agent.httpPort must differ (both are 9472)' || { echo "$out"; die "no clear message for equal ports"; }
+echo "ok   ports set with --set render, and a collision says so"
+out=$("$helm" lint "$repo/charts/cipherlane" 2>&1 || true)
+echo "$out" | grep -q 'clusterPodCIDR is required' || { echo "$out"; die "helm lint on the defaults does not say that clusterPodCIDR is required"; }
+echo "$out" | grep -q 'does not match pattern' && { echo "$out"; die "helm lint on the defaults prints the raw schema pattern"; }
+conf=$(awk '$1 == "confName:" {print $2}' "$repo/charts/cipherlane/values.yaml")
+grep -q "CONFLIST_FILE_NAME: &str = \"$conf\"" "$repo/crates/cni/src/conflist.rs" || die "the chart's cni.confName $conf is not the agent's default"
+echo "ok   helm lint on the defaults says 'clusterPodCIDR is required' (no raw schema regex)"
 HELM=$helm "$repo/deploy/render.sh" --check || die "deploy/ is stale: run deploy/render.sh"
 echo "ok   deploy/cipherlane.yaml, deploy/uninstall.yaml and charts/cipherlane/crds match their sources"
 python3 - "$repo/charts/cipherlane/values.yaml" <<'PY' || die "values.yaml has undocumented keys (each needs a '# --' comment above it or above a parent)"
