@@ -98,13 +98,21 @@ impl Backend {
         }
     }
 
-    /// Makes the node forward packets (pods sit on point-to-point veths).
-    pub fn enable_forwarding(&self) {
+    /// Makes the node forward packets (pods sit on point-to-point veths). `Err(reason)` when
+    /// forwarding is off and cannot be turned on (a container's /proc/sys is read-only).
+    pub fn enable_forwarding(&self) -> Result<(), String> {
         if self.is_recording() {
-            return;
+            return Ok(());
         }
-        if let Err(e) = std::fs::write("/proc/sys/net/ipv4/ip_forward", "1") {
-            tracing::warn!(error = %e, "cannot enable net.ipv4.ip_forward; pod traffic will not be forwarded");
+        const PATH: &str = "/proc/sys/net/ipv4/ip_forward";
+        let current = std::fs::read_to_string(PATH).ok();
+        if current.as_deref().map(str::trim) == Some("1") {
+            return Ok(()); // already on: nothing to write (works with a read-only /proc/sys)
+        }
+        let written = std::fs::write(PATH, "1").map_err(|e| e.to_string()).err();
+        match forwarding_problem(current.as_deref(), written) {
+            Some(reason) => Err(reason),
+            None => Ok(()),
         }
     }
 
@@ -343,5 +351,56 @@ mod tests {
         let err = backend.apply(&again).await.expect_err("reinstalling a key");
         assert!(format!("{err:#}").contains("a second time"), "{err:#}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Whether net.ipv4.ip_forward blocks pod traffic: `current` is the value read from /proc/sys
+/// (None: unreadable), `write_error` the error of writing "1" (None: not tried or it worked).
+pub fn forwarding_problem(current: Option<&str>, write_error: Option<String>) -> Option<String> {
+    if current.map(str::trim) == Some("1") {
+        return None;
+    }
+    let error = write_error?;
+    Some(format!(
+        "net.ipv4.ip_forward is {} and the agent cannot set it ({error}); pods could not reach other \
+         nodes: set net.ipv4.ip_forward=1 on the node (sysctl) or run the agent with \
+         agent.privileged=true; staying not ready",
+        current.map(str::trim).unwrap_or("unreadable")
+    ))
+}
+
+#[cfg(test)]
+mod forwarding_tests {
+    use super::forwarding_problem;
+
+    #[test]
+    fn forwarding_already_on_needs_no_write() {
+        assert_eq!(forwarding_problem(Some("1\n"), None), None);
+        assert_eq!(
+            forwarding_problem(Some("1"), Some("read-only".into())),
+            None
+        );
+    }
+
+    #[test]
+    fn forwarding_off_and_read_only_is_a_clear_problem() {
+        let p = forwarding_problem(
+            Some("0\n"),
+            Some("Read-only file system (os error 30)".into()),
+        )
+        .expect("a problem");
+        assert!(
+            p.starts_with("net.ipv4.ip_forward is 0 and the agent cannot set it (Read-only"),
+            "{p}"
+        );
+        assert!(p.contains("sysctl"), "{p}");
+    }
+
+    #[test]
+    fn forwarding_off_but_written_is_fine() {
+        assert_eq!(forwarding_problem(Some("0"), None), None);
+        assert!(forwarding_problem(None, Some("EACCES".into()))
+            .expect("a problem")
+            .contains("is unreadable"));
     }
 }

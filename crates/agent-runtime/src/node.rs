@@ -690,7 +690,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Err(missing) = datapath.probe(args.suite).await {
         return stay_not_ready(&args, &name, missing).await;
     }
-    datapath.enable_forwarding();
+    if let Err(reason) = datapath.enable_forwarding() {
+        return stay_not_ready(&args, &name, reason).await;
+    }
 
     // 2. Who we are: the Node object (tunnel IP, pod CIDRs) and the identity key.
     let client = Client::try_default()
