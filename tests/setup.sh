@@ -7,7 +7,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
 pkgs=(qemu-system-x86 linux-image-amd64 busybox-static tcpdump cpio iputils-ping nftables iproute2
-      iperf3 tcpreplay openssl kmod curl procps psmisc jq)
+      iperf3 tcpreplay openssl kmod curl procps psmisc jq umoci)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
