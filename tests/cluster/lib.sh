@@ -28,12 +28,20 @@ cluster_host_up() { # once per VM: cgroup v2, containerd/runc on PATH, the under
   [ -f /out/cluster/kube-proxy.kubeconfig ] || fail "no /out/cluster identities: start the cluster with tests/lab/apiserver.sh start-cluster before the VM"
   mkdir -p /sys/fs/cgroup
   mountpoint -q /sys/fs/cgroup || mount -t cgroup2 none /sys/fs/cgroup || fail "cannot mount cgroup2"
-  echo "+cpu +memory +pids" > /sys/fs/cgroup/cgroup.subtree_control || fail "cannot enable cgroup controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
+  # every controller for the nodes' cgroup roots: the kubelet wants the root's cpu, cpuset, memory,
+  # hugetlb and pids in its --cgroup-root
+  controllers_on /sys/fs/cgroup || fail "cannot enable cgroup controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
+  mkdir -p /nodes && mount -t tmpfs -o mode=755 nodes /nodes   # overlayfs needs a tmpfs (xattrs) under containerd
   mkdir -p /lib/x86_64-linux-gnu /usr/local/bin
   cp "$CL/node/lib/libseccomp.so.2" /lib/x86_64-linux-gnu/
   cp "$CL"/node/bin/* /usr/local/bin/
   export PATH=/usr/local/bin:$PATH
   underlay_up
+  # pods (not only node IPs) may reach the host's API server through the kubernetes Service
+  nft add rule ip lab post ip saddr "$CLUSTER_CIDR" ip daddr 10.0.2.2 oifname eth0 masquerade
+}
+controllers_on() { # CGROUP: enable every available controller for its children
+  for c in $(cat "$1/cgroup.controllers"); do echo "+$c" > "$1/cgroup.subtree_control" || return 1; done
 }
 
 node_boot() { # NAME IP: the node's namespaces, then containerd, the images, kubelet and kube-proxy
@@ -45,14 +53,14 @@ node_boot() { # NAME IP: the node's namespaces, then containerd, the images, kub
   # the node's init: its mount namespace (ip netns exec makes one, with the node's own /sys)
   /sbin/ip netns exec "$n" sh -c "
     mkdir -p /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup
-    for x in $NODE_DIRS; do mkdir -p /\$x && mount --bind $d/fs/\$x /\$x; done
-    mount --bind $d/machine-id /etc/machine-id 2>/dev/null || { touch /etc/machine-id; mount --bind $d/machine-id /etc/machine-id; }
+    for x in $NODE_DIRS; do mkdir -p /\$x && mount -o bind $d/fs/\$x /\$x; done
+    touch /etc/machine-id; mount -o bind $d/machine-id /etc/machine-id
     echo \$\$ > $d/init.pid
     exec sleep 1000000" > "$d/log/init.log" 2>&1 &
   wait_for 10 test -s "$d/init.pid" || fail "node $n: its init did not start"
   sleep 0.3
   mkdir -p "/sys/fs/cgroup/$n"
-  echo "+cpu +memory +pids" > "/sys/fs/cgroup/$n/cgroup.subtree_control" || fail "node $n: cgroup controllers"
+  controllers_on "/sys/fs/cgroup/$n" || fail "node $n: cgroup controllers: $(cat /sys/fs/cgroup/$n/cgroup.controllers)"
   cat > "$d/fs/etc/containerd/config.toml" <<T
 version = 2
 root = "/var/lib/containerd"

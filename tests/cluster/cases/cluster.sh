@@ -119,7 +119,7 @@ capture_start /tmp/wire.pcap
 check "pod -> pod across nodes ($pa on $na -> $pb on $nb), with the marker" pod_exec default $pa /sbin/ping -c 10 -i 0.2 -W 2 -p $MARKER_HEX "$ipb"
 svc=$(k get svc web -o jsonpath='{.spec.clusterIP}')
 remote_svc() { pod_exec default $pa wget -q -T 3 -O - "http://$svc/" | grep -q "hello-from-$pb"; }
-check "pod -> ClusterIP $svc answered by the endpoint on the other node (30 tries)" sh -c ". /repo/tests/vm/lib.sh; . /repo/tests/cluster/lib.sh; svc=$svc pa=$pa pb=$pb; for i in \$(seq 1 30); do pod_exec default $pa wget -q -T 3 -O - http://$svc/ | grep -q hello-from-$pb && exit 0; done; exit 1"
+check "pod -> ClusterIP $svc answered by the endpoint on the other node (60s)" wait_for 60 remote_svc
 check "host-network (node ${na#node-}) -> remote pod $ipb, with the marker" node_exec ${na#node-} /sbin/ping -c 5 -i 0.2 -W 2 -p $MARKER_HEX "$ipb"
 capture_stop
 check "the wire carried ESP only for pod addresses and never the marker" wire_report /tmp/wire.pcap 10.244.0.0/16
@@ -141,8 +141,9 @@ helm uninstall cipherlane -n kube-system --timeout 10m > /tmp/helm.out 2>&1 || {
 for x in $NODES; do
   st=$(node_exec $x /sbin/ip xfrm state | grep -c '^src'); po=$(node_exec $x /sbin/ip xfrm policy | grep -c '^src')
   echo "  node-$x after uninstall: $st XFRM states, $po XFRM policies, conflist: $(ls "$(node_fs $x)/etc/cni/net.d/" | tr '\n' ' ')"
-  check "node-$x: no Cipherlane XFRM state or policy left" [ "$st" = 0 ] && [ "$po" = 0 ]
+  check "node-$x: no Cipherlane XFRM state or policy left" sh -c "[ $st = 0 ] && [ $po = 0 ]"
   check_not "node-$x: no conflist left" test -f "$(node_fs $x)/etc/cni/net.d/05-cipherlane.conflist"
+  check_not "node-$x: no nftables fence left" node_exec $x /sbin/nft list table inet cipherlane
 done
 echo "FIGURES helm_install_to_agents_ready_s=$t_ready nodes=$N"
 echo "cluster case passed"
