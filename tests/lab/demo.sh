@@ -2,6 +2,7 @@
 # The README's demo command: installs what the lab needs, starts the lab's real API server, boots the
 # lab VM and shows pod traffic between two nodes encrypted by the kernel's IPsec, step by step, with a
 # capture of the underlay that shows ESP only. Stops everything it started when it ends.
+# DEMO_CLUSTER=1: the same on a real cluster (kubelets, containerd, kube-proxy, `helm install`).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 lab=${CIPHERLANE_LAB:-$repo/.cache/lab}
@@ -22,7 +23,14 @@ kubectl version 2>/dev/null | sed -n 2p
 step "3/4 booting the lab VM (Debian's kernel with ESP, software emulation): three nodes, each running
      cipherlane-agent; the operator; pods made by the cipherlane CNI plugin through cnitool"
 scenario=${DEMO_SCENARIO:-$repo/tests/vm/cases/e2e-encrypted-pods.sh}
-"$repo/tests/vm/run.sh" -v "$scenario" || true
+if [ "${DEMO_CLUSTER:-0}" = 1 ]; then
+  # the real cluster instead: kubelets in the VM register with a control plane on this host, and the
+  # chart is installed with helm (tests/cluster/run.sh; it restarts the lab in cluster mode)
+  scenario=$repo/tests/cluster/cases/cluster.sh
+  "$repo/tests/cluster/run.sh" -v || true
+else
+  "$repo/tests/vm/run.sh" -v "$scenario" || true
+fi
 
 step "4/4 result"
 name=$(basename "$scenario" .sh)
