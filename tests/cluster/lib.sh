@@ -27,7 +27,7 @@ cluster_host_up() { # once per VM: cgroup v2, containerd/runc on PATH, the under
   [ -d "$CL/node/bin" ] || fail "no $CL/node: run tests/cluster/prepare.sh on the host"
   [ -f /out/cluster/kube-proxy.kubeconfig ] || fail "no /out/cluster identities: start the cluster with tests/lab/apiserver.sh start-cluster before the VM"
   mkdir -p /sys/fs/cgroup
-  mountpoint -q /sys/fs/cgroup || mount -t cgroup2 none /sys/fs/cgroup || fail "cannot mount cgroup2"
+  grep -q ' /sys/fs/cgroup cgroup2 ' /proc/mounts || mount -t cgroup2 none /sys/fs/cgroup || fail "cannot mount cgroup2"
   # every controller for the nodes' cgroup roots: the kubelet wants the root's cpu, cpuset, memory,
   # hugetlb and pids in its --cgroup-root
   controllers_on /sys/fs/cgroup || fail "cannot enable cgroup controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
@@ -49,6 +49,7 @@ node_boot() { # NAME IP: the node's namespaces, then containerd, the images, kub
   node_up "$n" "$a"
   mkdir -p "$d/log"
   for x in $NODE_DIRS; do mkdir -p "$d/fs/$x"; done
+  cp "$CL"/node/cni/* "$d/fs/opt/cni/bin/"   # the reference plugins a node ships (loopback for every sandbox)
   printf '%s\n' "$(echo "cipherlane-lab-node-$n-00000000000000000000" | cut -c1-32)" > "$d/machine-id"
   # the node's init: its mount namespace (ip netns exec makes one, with the node's own /sys)
   /sbin/ip netns exec "$n" sh -c "
