@@ -185,6 +185,13 @@ nodes_up() { # PREFIX: every node of case_nodes on the underlay, with its Node o
     k8s_node "$1-$x" 198.18.0.$i 10.244.$i.0/24
   done
 }
+agents_up() { # PREFIX: the real agent on every node of case_nodes (Node objects PREFIX-NODE), all ready,
+  # a pod p<node>1 on each through the CNI plugin (its IP in p<node>), and the mesh keyed
+  for x in $(case_nodes); do agent_start $x "$1-$x" 198.18.0.$(node_index $x); done
+  for x in $(case_nodes); do wait_for 90 agent_ready $x || { agent_log_tail $x; fail "agent $x not ready"; }; done
+  for x in $(case_nodes); do eval "p$x=\$(pod_add $x p${x}1)" || fail "CNI ADD on $x"; done
+  check "$(case_nodes | wc -w) nodes keyed: every pod reaches every other node's pod (90s)" wait_for 90 mesh $(case_nodes)
+}
 lab_policy() { # NAME SUITE: a RotationPolicy for every node (rotation 1h, grace period 5s)
   printf 'apiVersion: cipherlane.io/v1alpha1\nkind: RotationPolicy\nmetadata: {name: %s, labels: {lab.cipherlane.io/vm: "true"}}\nspec: {suite: %s, rotationInterval: 1h, gracePeriod: 5s}\n' "$1" "$2" |
     k apply -f - >/dev/null || fail "RotationPolicy $1 rejected"

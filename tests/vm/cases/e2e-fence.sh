@@ -11,18 +11,12 @@
 # `uninstall` removes it, and then (control) the same fault does leak: the capture would see it.
 . /repo/tests/vm/lib.sh
 lab_api_ready
+CASE_NODES=2
 underlay_up
-for x in a b; do
-  i=$(node_index $x)
-  node_up $x 198.18.0.$i
-  k8s_node fe-$x 198.18.0.$i 10.244.$i.0/24
-done
+nodes_up fe
 lab_policy fe aes-gcm-128
 operator_start
-for x in a b; do agent_start $x fe-$x 198.18.0.$(node_index $x); done
-for x in a b; do wait_for 90 agent_ready $x || { agent_log_tail $x; fail "agent $x not ready"; }; done
-for x in a b; do eval "p$x=\$(pod_add $x p${x}1)" || fail "CNI ADD on $x"; done
-check "the pair is keyed: pa1 <-> pb1 (90s)" wait_for 90 mesh a b
+agents_up fe
 for x in a b; do
   check "node $x: the fence table is installed" ip netns exec $x nft list table inet cipherlane
 done

@@ -9,20 +9,14 @@
 #     both kernels: no replayed ping reaches a pod, and the kernels count the refusals.
 . /repo/tests/vm/lib.sh
 lab_api_ready
+CASE_NODES=2
 underlay_up
-for x in a b; do
-  i=$(node_index $x)
-  node_up $x 198.18.0.$i
-  k8s_node sl-$x 198.18.0.$i 10.244.$i.0/24
-done
+nodes_up sl
 # every SA either kernel is given, with its key, from the very start
 for x in a b; do /sbin/ip -n $x xfrm monitor > /tmp/monitor-$x.txt 2>&1 & echo $! > /tmp/monitor-$x.pid; done
 lab_policy sl aes-gcm-128
 operator_start
-for x in a b; do agent_start $x sl-$x 198.18.0.$(node_index $x); done
-for x in a b; do wait_for 90 agent_ready $x || { agent_log_tail $x; fail "agent $x not ready"; }; done
-for x in a b; do eval "p$x=\$(pod_add $x p${x}1)" || fail "CNI ADD on $x"; done
-check "the pair is keyed: pa1 <-> pb1 (90s)" wait_for 90 mesh a b
+agents_up sl
 
 spis() { # NODE: the node's SPIs, sorted
   ip -n "$1" xfrm state | grep -o 'spi 0x[0-9a-f]*' | cut -d' ' -f2 | grep -v 0x0c1affff | sort | tr '\n' ' '
